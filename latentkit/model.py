@@ -1,0 +1,294 @@
+"""The KL autoencoder: named configs, loading from every SD-family format, saving, encode and decode.
+
+The model *is* a stock :class:`diffusers.AutoencoderKL`; nothing here re-implements it.
+
+Conventions (see README "Architecture"):
+- images are float tensors in [0, 1], shape N x 3 x H x W; the model's [-1, 1] range stays inside this module;
+- latents are *unscaled* (as the encoder outputs them), shape N x C x ceil(H/8) x ceil(W/8); the diffusers
+  ``scaling_factor`` is applied only at the pipeline boundary (:mod:`latentkit.pipeline`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL
+
+from .errors import LatentkitError
+from .weights import REPO_WEIGHTS
+
+#: Named architectures. ``sd`` is the SD 1.x/2.x kl-f8 VAE; ``tiny``/``small`` are CPU-sized for our own weights.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "sd": dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_num_groups=32,
+               scaling_factor=0.18215),
+    # Few normalisation groups: with one channel per group GroupNorm acts as instance norm and throws away
+    # each feature map's mean and contrast, which stalls training early (see MODEL_CARD.md).
+    "tiny": dict(block_out_channels=(32, 64, 128, 128), layers_per_block=1, norm_num_groups=8,
+                 scaling_factor=1.0),
+    "small": dict(block_out_channels=(64, 128, 256, 256), layers_per_block=1, norm_num_groups=16,
+                  scaling_factor=1.0),
+}
+
+DEFAULT_MODEL_DIR = REPO_WEIGHTS / "default"
+WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
+#: A training checkpoint folder holds these (written by :mod:`latentkit.train.checkpoint`).
+CKPT_EMA_FILE = "ema.safetensors"
+
+
+def config_dict(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The full diffusers ``AutoencoderKL`` config for a named config or a JSON file."""
+    name = str(name_or_path)
+    if name in CONFIGS:
+        cfg = dict(CONFIGS[name])
+    elif name.endswith(".json") and Path(name).is_file():
+        try:
+            cfg = json.loads(Path(name).read_text())
+        except (OSError, ValueError) as e:
+            raise LatentkitError(f"cannot read config {name}: {e}") from None
+    else:
+        raise LatentkitError(f"unknown config '{name}': use one of {', '.join(CONFIGS)} or a config.json path")
+    n = len(cfg["block_out_channels"])
+    base = dict(in_channels=3, out_channels=3, latent_channels=4, act_fn="silu", sample_size=256,
+                down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n)
+    base.update({k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if not k.startswith("_")})
+    return base
+
+
+def make_vae(config: str | os.PathLike | dict[str, Any] = "tiny", seed: int | None = 0) -> AutoencoderKL:
+    """A randomly initialised VAE of a named config (``tiny``, ``small``, ``sd``), a config.json or a dict."""
+    cfg = config if isinstance(config, dict) else config_dict(config)
+    if seed is not None:
+        torch.manual_seed(seed)
+    return AutoencoderKL(**cfg)
+
+
+def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.device | None = None,
+             dtype: torch.dtype | None = None, allow_pickle: bool = False) -> AutoencoderKL:
+    """Load a KL autoencoder in eval mode.
+
+    Accepts, in this order of checks:
+      - ``None`` or ``"default"``: the shipped default weights in ``weights/default``;
+      - a diffusers model folder (``config.json`` + weights), or a pipeline folder with a ``vae/`` subfolder;
+      - a latentkit training run folder or one of its checkpoint folders (the EMA weights are loaded);
+      - a single file ``.safetensors`` with diffusers or SD/LDM keys (with or without ``first_stage_model.``);
+      - a ``.ckpt``/``.pt``/``.pth`` pickle, only with ``allow_pickle=True`` (pickles can run code).
+    """
+    if path_or_name is None or str(path_or_name) == "default":
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise LatentkitError(
+                f"default weights not found in {DEFAULT_MODEL_DIR}; pass --model, or make a model with "
+                "`latentkit init-model --config tiny DIR`")
+        path = DEFAULT_MODEL_DIR
+    else:
+        path = Path(path_or_name).expanduser()
+    if not path.exists():
+        hint = " (named configs are for `latentkit init-model`)" if str(path_or_name) in CONFIGS else ""
+        raise LatentkitError(f"model path {path} does not exist{hint}")
+    try:
+        vae = _load_any(path, allow_pickle)
+    except LatentkitError:
+        raise
+    except Exception as e:  # corrupt or foreign files: one line, not a traceback
+        raise LatentkitError(f"cannot load a VAE from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    vae.eval().requires_grad_(False)
+    if device is not None or dtype is not None:
+        vae.to(device=device, dtype=dtype)
+    return vae
+
+
+def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
+    if path.is_dir():
+        if (path / "vae" / "config.json").is_file():  # a pipeline folder
+            path = path / "vae"
+        ckpt = _latest_checkpoint(path)
+        if ckpt is not None:
+            return _from_training_checkpoint(ckpt)
+        if (path / "config.json").is_file():
+            return AutoencoderKL.from_pretrained(path, local_files_only=True)
+        raise LatentkitError(f"{path} is not a diffusers model folder, pipeline folder or latentkit run "
+                             "(no config.json, vae/config.json or checkpoints/)")
+    return _from_single_file(path, allow_pickle)
+
+
+def _latest_checkpoint(path: Path) -> Path | None:
+    if (path / CKPT_EMA_FILE).is_file():
+        return path
+    latest = path / "checkpoints" / "latest"
+    if latest.is_file():
+        ckpt = path / "checkpoints" / latest.read_text().strip()
+        if (ckpt / CKPT_EMA_FILE).is_file():
+            return ckpt
+    return None
+
+
+def _from_training_checkpoint(ckpt: Path) -> AutoencoderKL:
+    from safetensors.torch import load_file
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    vae = AutoencoderKL(**{k: v for k, v in cfg.items() if not k.startswith("_")})
+    vae.load_state_dict(load_file(ckpt / CKPT_EMA_FILE))
+    return vae
+
+
+def _read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    if suffix in (".ckpt", ".pt", ".pth", ".bin"):
+        if not allow_pickle:
+            raise LatentkitError(f"{path} is a pickle checkpoint, which can run code when loaded; convert it to "
+                                 ".safetensors or pass allow_pickle=True (CLI: --allow-pickle) if you trust it")
+        sd = torch.load(path, map_location="cpu", weights_only=False)
+        if isinstance(sd, dict) and "state_dict" in sd:
+            sd = sd["state_dict"]
+        return sd
+    raise LatentkitError(f"{path}: unknown model file type '{suffix}' (expected a folder, .safetensors or .ckpt)")
+
+
+def _from_single_file(path: Path, allow_pickle: bool) -> AutoencoderKL:
+    sd = _read_state_dict(path, allow_pickle)
+    if any(k.startswith("encoder.down_blocks.") for k in sd):
+        diffusers_sd = sd
+    else:
+        diffusers_sd = convert_ldm_state_dict(sd)
+    cfg = infer_config(diffusers_sd)
+    vae = AutoencoderKL(**cfg)
+    missing, unexpected = vae.load_state_dict(diffusers_sd, strict=False)
+    if missing:
+        raise LatentkitError(f"{path}: not a KL-VAE checkpoint ({len(missing)} weights missing, e.g. {missing[0]})")
+    return vae
+
+
+def convert_ldm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert an SD/LDM ``AutoencoderKL`` state dict (optionally prefixed ``first_stage_model.`` or ``vae.``,
+    attention as 1x1 convs) to diffusers keys, using diffusers' own converter."""
+    from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
+
+    prefixes = ("first_stage_model.", "vae.")
+    vae_sd = {}
+    for k, v in sd.items():
+        for p in prefixes:
+            if k.startswith(p):
+                k = k[len(p):]
+                break
+        if k.startswith(("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")):
+            vae_sd[k] = v
+    if "encoder.conv_in.weight" not in vae_sd:
+        raise LatentkitError("not an SD/LDM VAE checkpoint: no encoder.conv_in.weight "
+                             "(with or without the first_stage_model. prefix)")
+    n = 1 + max(int(k.split(".")[2]) for k in vae_sd if k.startswith("encoder.down."))
+    return convert_ldm_vae_checkpoint(vae_sd, {"down_block_types": [None] * n, "up_block_types": [None] * n})
+
+
+def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """The ``AutoencoderKL`` config implied by a diffusers-key state dict.
+
+    GroupNorm's group count is not visible in the weights; single files are SD-family, which use 32.
+    """
+    n = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("encoder.down_blocks."))
+    channels = [sd[f"encoder.down_blocks.{i}.resnets.0.conv2.weight"].shape[0] for i in range(n)]
+    layers = 1 + max(int(k.split(".")[4]) for k in sd if k.startswith("encoder.down_blocks.0.resnets."))
+    cfg = dict(
+        in_channels=sd["encoder.conv_in.weight"].shape[1], out_channels=sd["decoder.conv_out.weight"].shape[0],
+        block_out_channels=channels, layers_per_block=layers, latent_channels=sd["decoder.conv_in.weight"].shape[1],
+        norm_num_groups=32, down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n,
+        use_quant_conv="quant_conv.weight" in sd, use_post_quant_conv="post_quant_conv.weight" in sd,
+        mid_block_add_attention=any(k.startswith("encoder.mid_block.attentions.") for k in sd),
+        scaling_factor=0.18215 if channels == [128, 256, 512, 512] else 1.0,
+    )
+    return cfg
+
+
+def save_vae(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    """Write a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``) that stock
+    ``AutoencoderKL.from_pretrained`` loads. Written to a temporary folder, then renamed into place."""
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model = vae if dtype is None else _copy_as(vae, dtype)
+        model.save_pretrained(tmp, safe_serialization=True)
+        if out.exists():
+            keep = [p for p in out.iterdir() if p.name not in ("config.json", WEIGHTS_FILE)]
+            for p in keep:  # e.g. MODEL_CARD.md stays
+                shutil.move(str(p), tmp / p.name)
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _copy_as(vae: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:
+    clone = AutoencoderKL.from_config(vae.config)
+    clone.load_state_dict(vae.state_dict())
+    return clone.to(dtype)
+
+
+def weights_sha256(vae: AutoencoderKL) -> str:
+    """sha256 (hex) over the weights as fp32, keys sorted: the same for a model loaded in fp16 or fp32."""
+    h = hashlib.sha256()
+    for k, v in sorted(vae.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def model_id(vae: AutoencoderKL) -> bytes:
+    """The 8-byte id of a model's weights that `.latent` files carry (first 8 bytes of :func:`weights_sha256`)."""
+    cached = getattr(vae, "_latentkit_model_id", None)
+    if cached is None:
+        cached = bytes.fromhex(weights_sha256(vae))[:8]
+        vae._latentkit_model_id = cached
+    return cached
+
+
+def num_parameters(vae: torch.nn.Module) -> int:
+    return sum(p.numel() for p in vae.parameters())
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
+    """Pad N x C x H x W on the bottom/right by edge replication up to multiples of `multiple`."""
+    h, w = images.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return images
+    return torch.nn.functional.pad(images, (0, pw, 0, ph), mode="replicate")
+
+
+def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
+           generator: torch.Generator | None = None) -> torch.Tensor:
+    """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
+
+    Returns the posterior mean, or a draw from the posterior with ``sample=True``. Sizes that are not
+    multiples of 8 are padded by edge replication; crop the decoded image back with ``[..., :H, :W]``.
+    """
+    p = next(vae.parameters())
+    x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, 2 ** (len(vae.config.block_out_channels) - 1))
+    with torch.inference_mode():
+        posterior = vae.encode(x).latent_dist
+        return posterior.sample(generator) if sample else posterior.mean
+
+
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x 8h x 8w (float32, clamped)."""
+    p = next(vae.parameters())
+    with torch.inference_mode():
+        x = vae.decode(latents.to(p.device, p.dtype)).sample
+    return ((x.float() + 1) / 2).clamp_(0, 1)
+
+
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    """Encode then decode, cropped back to the input size. Images in [0, 1] in and out."""
+    h, w = images.shape[-2:]
+    return decode(vae, encode(vae, images, sample=sample))[..., :h, :w]

@@ -1,0 +1,71 @@
+"""Atomic training checkpoints: ``RUN/checkpoints/step_NNNNNNN/`` and a ``latest`` pointer.
+
+A checkpoint folder holds ``config.json`` (the AutoencoderKL config), ``model.safetensors`` (raw weights),
+``ema.safetensors`` (the EMA weights, what :func:`latentkit.load_vae` loads), ``disc.safetensors`` and
+``trainer.pt`` (optimizer states, step, RNG and data-generator states, the run's arguments). It is written
+to a temporary folder and renamed, so a crash never leaves a half checkpoint behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import LatentkitError
+
+
+def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, disc_sd: dict,
+         trainer_state: dict, keep: int = 3) -> Path:
+    ckdir = run_dir / "checkpoints"
+    ckdir.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckdir))
+    cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    save_file(cpu(model_sd), tmp / "model.safetensors")
+    save_file(cpu(ema_sd), tmp / "ema.safetensors")
+    save_file(cpu(disc_sd), tmp / "disc.safetensors")
+    torch.save(trainer_state, tmp / "trainer.pt")
+    final = ckdir / name
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    pointer = ckdir / ".latest.tmp"
+    pointer.write_text(name)
+    pointer.replace(ckdir / "latest")
+    protected = {name}
+    best = ckdir / "best"
+    if best.is_file():
+        protected.add(best.read_text().strip())
+    old = sorted(p for p in ckdir.glob("step_*") if p.name not in protected)
+    for p in old[:-keep] if keep > 0 else []:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def mark_best(run_dir: Path, ckpt: Path) -> None:
+    pointer = run_dir / "checkpoints" / ".best.tmp"
+    pointer.write_text(ckpt.name)
+    pointer.replace(run_dir / "checkpoints" / "best")
+
+
+def latest(run_dir: Path) -> Path:
+    p = run_dir / "checkpoints" / "latest"
+    if not p.is_file():
+        raise LatentkitError(f"{run_dir} has no checkpoints to resume from (no checkpoints/latest)")
+    return run_dir / "checkpoints" / p.read_text().strip()
+
+
+def load(ckpt: Path) -> dict:
+    return {
+        "config": json.loads((ckpt / "config.json").read_text()),
+        "model": load_file(ckpt / "model.safetensors"),
+        "ema": load_file(ckpt / "ema.safetensors"),
+        "disc": load_file(ckpt / "disc.safetensors"),
+        "trainer": torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False),
+    }

@@ -1,0 +1,42 @@
+"""Train (or continue training) the shipped default model on ../shared/data/train.
+
+    python scripts/train_default.py --out runs/default [--steps N] [--hours H]
+
+Resumes from RUN/checkpoints when they exist; otherwise starts from the shipped weights/default EMA weights
+when present (short warm-up), else from scratch. Export the result with
+`latentkit export runs/default weights/default --dtype fp16` (see weights/default/MODEL_CARD.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from latentkit.model import DEFAULT_MODEL_DIR
+from latentkit.train.loop import TrainArgs, train
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared" / "data"
+
+# The recipe of the shipped weights: L1 first, LPIPS-squeeze from step 1500, the GAN much later.
+RECIPE = dict(config="tiny", batch_size=8, crop=128, lr=5e-4, warmup=300, perceptual_weight=1.0,
+              perceptual_start=1500, kl_weight=1e-6, disc_start=50000, ckpt_every=250, val_every=1000, threads=2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=str(ROOT / "runs" / "default"))
+    ap.add_argument("--data", default=str(SHARED / "train"))
+    ap.add_argument("--val", default=str(SHARED / "val"))
+    ap.add_argument("--steps", type=int, default=100000)
+    args = ap.parse_args()
+    out = Path(args.out)
+    resume = (out / "checkpoints" / "latest").is_file()
+    targs = TrainArgs(data=args.data, val=args.val, out=str(out), steps=args.steps, **RECIPE)
+    if not resume and (DEFAULT_MODEL_DIR / "config.json").is_file():
+        targs.init, targs.warmup, targs.perceptual_start = str(DEFAULT_MODEL_DIR), 200, 0
+    train(targs, resume=resume)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+"""Shared fixtures: tiny models and small images, so the default suite stays fast on 2 CPU cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+KODAK = SHARED / "data" / "kodak"
+
+#: a narrow AutoencoderKL of the SD layout (4 blocks, 8x downsampling, attention in the middle): ~0.1M params
+MICRO_CONFIG = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4)
+
+
+@pytest.fixture(scope="session")
+def micro_vae():
+    from latentkit.model import config_dict, make_vae
+
+    cfg = config_dict("tiny")
+    cfg.update(MICRO_CONFIG)
+    return make_vae(cfg, seed=0).eval().requires_grad_(False)
+
+
+@pytest.fixture
+def rand_images():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(2, 3, 32, 48, generator=g)
