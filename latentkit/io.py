@@ -1,43 +1,59 @@
 """Reading and writing image files.
 
 What comes in: any file Pillow reads (RGB, RGBA, L, LA, P, I;16 / 16-bit PNG, CMYK, ...), with EXIF
-orientation applied. In memory an :class:`Image` holds the colour as a float tensor 3 x H x W in [0, 1]
+orientation applied. In memory an :class:`Image` holds the colour as a float32 tensor 3 x H x W in [0, 1]
 (grayscale replicated to 3 channels, palette and CMYK converted to RGB), plus what is needed to write the
 image back the way it came:
 
-- alpha: kept exactly as integers (uint8, or uint16 for 16-bit sources), H x W, reattached on write;
-- grayscale sources (L, LA, I;16) are written back as grayscale: the mean of the 3 decoded channels;
-- 16-bit sources keep 16-bit precision in [0, 1] and are written back as 16-bit PNG;
-- palette (P) images come back as RGB or RGBA; CMYK comes back as RGB;
-- an ICC profile is carried through unchanged.
+- alpha (RGBA, LA, PA, P with transparency): kept exactly as uint8 H x W, never sent through the model,
+  reattached on write (dropped only by formats without alpha, e.g. JPEG);
+- grayscale sources (1, L, LA, I;16) are written back as grayscale: the mean of the 3 decoded channels;
+- 16-bit grayscale sources (I;16, 16-bit grayscale PNG/TIFF) keep 16-bit precision in [0, 1] and are written
+  back as 16-bit to PNG/TIFF (8-bit to other formats). 16-bit *colour* PNGs are read by Pillow at 8 bits;
+- palette (P) images come back as RGB, or RGBA when the palette has transparency;
+- CMYK is converted to sRGB through its embedded ICC profile when there is one, and comes back as RGB;
+- any other ICC profile is carried through unchanged.
+
+Sizes are kept as they are (1 x 1 upwards); padding to the model's multiple of 8 happens in
+:func:`latentkit.model.encode` and the crop back in :func:`latentkit.model.reconstruct`.
 """
 
 from __future__ import annotations
 
+import io as _io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image as PILImage
-from PIL import ImageOps, UnidentifiedImageError
+from PIL import ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import LatentkitError
 
-#: Pillow's own decompression-bomb limit, overridable with --max-pixels.
+#: Pillow's own decompression-bomb limit (pixels), overridable with --max-pixels.
 DEFAULT_MAX_PIXELS = PILImage.MAX_IMAGE_PIXELS
+#: output formats that store 16-bit grayscale
+SIXTEEN_BIT_FORMATS = ("PNG", "TIFF")
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 @dataclass
 class Image:
-    """An image in memory. ``rgb``: float32 3 x H x W in [0, 1]."""
+    """An image in memory.
+
+    ``rgb``: float32 3 x H x W in [0, 1]; ``alpha``: uint8 H x W or None (exact, 0..255);
+    ``grayscale``: written back as one channel; ``bit_depth``: 8 or 16 (the precision written back to
+    formats that have it); ``icc_profile``: the source's ICC profile bytes, written back unchanged.
+    """
 
     rgb: torch.Tensor
-    alpha: np.ndarray | None = None  # H x W, uint8 or uint16, exact
+    alpha: np.ndarray | None = None
     grayscale: bool = False
-    bit_depth: int = 8  # 8 or 16
+    bit_depth: int = 8
     icc_profile: bytes | None = None
 
     @property
@@ -53,92 +69,135 @@ class Image:
         return self.rgb.unsqueeze(0)
 
 
+def _gray(g: np.ndarray) -> torch.Tensor:
+    """H x W float array in [0, 1] -> 3 x H x W float32 tensor."""
+    return torch.from_numpy(np.repeat(g[None].astype(np.float32), 3, 0))
+
+
+def _cmyk_to_rgb(im: PILImage.Image, icc: bytes | None) -> PILImage.Image:
+    """CMYK -> sRGB through the embedded profile when it is usable, else Pillow's naive conversion."""
+    if icc:
+        try:
+            src = ImageCms.ImageCmsProfile(_io.BytesIO(icc))
+            return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+        except (ImageCms.PyCMSError, OSError, ValueError):
+            pass
+    return im.convert("RGB")
+
+
 def from_pil(im: PILImage.Image) -> Image:
     """Convert a Pillow image (any mode) to an :class:`Image`; EXIF orientation is applied."""
     im = ImageOps.exif_transpose(im)
     icc = im.info.get("icc_profile") or None
+    if im.mode == "P":
+        im = im.convert("RGBA" if im.has_transparency_data else "RGB")
     mode = im.mode
-    alpha = None
-    if mode == "P":
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        mode = im.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
-        a = np.asarray(im, dtype=np.float64)
-        a = np.clip(a, 0, 65535) / 65535.0
-        rgb = torch.from_numpy(np.repeat(a[None], 3, 0).astype(np.float32))
-        return Image(rgb, None, grayscale=True, bit_depth=16, icc_profile=icc)
-    if mode in ("L", "LA", "1"):
+    if mode in _SIXTEEN_BIT_MODES:
+        g = np.clip(np.asarray(im, dtype=np.float64), 0, 65535) / 65535.0
+        return Image(_gray(g), None, grayscale=True, bit_depth=16, icc_profile=icc)
+    if mode in ("1", "L", "LA"):
         a = np.asarray(im.convert("LA"))
         alpha = a[..., 1].copy() if mode == "LA" else None
-        g = a[..., 0].astype(np.float32) / 255.0
-        return Image(torch.from_numpy(np.repeat(g[None], 3, 0)), alpha, grayscale=True, icc_profile=icc)
+        return Image(_gray(a[..., 0] / 255.0), alpha, grayscale=True, icc_profile=icc)
+    alpha = None
     if mode in ("RGBA", "RGBa", "PA"):
         a = np.asarray(im.convert("RGBA"))
-        alpha = a[..., 3].copy()
-        rgb = a[..., :3]
-    elif mode in ("RGB;16", "RGBA;16"):
-        raise LatentkitError(f"unsupported image mode {mode}")
-    else:  # RGB, CMYK, YCbCr, LAB, HSV, F, ...
-        if mode == "CMYK":
-            icc = None  # the CMYK profile does not describe the RGB we produce
+        alpha, rgb = a[..., 3].copy(), a[..., :3]
+    elif mode == "CMYK":
+        rgb = np.asarray(_cmyk_to_rgb(im, icc))
+        icc = None  # the CMYK profile does not describe the (s)RGB we produce
+    else:  # RGB, YCbCr, LAB, HSV, F, ...
         rgb = np.asarray(im.convert("RGB"))
-    t = torch.from_numpy(np.ascontiguousarray(rgb).transpose(2, 0, 1).astype(np.float32) / 255.0)
+    t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / 255.0)
     return Image(t, alpha, grayscale=False, icc_profile=icc)
 
 
+def _first_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+
+
 def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
-    """Read an image file. Raises :class:`LatentkitError` for missing, unreadable or oversized files."""
+    """Read an image file (any Pillow-readable format and mode, EXIF orientation applied).
+
+    ``max_pixels``: refuse images with more pixels (width x height) than this, a guard against
+    decompression bombs; ``None`` disables it. Raises :class:`LatentkitError` for missing, unreadable or
+    oversized files.
+    """
     p = Path(path)
     if not p.is_file():
         raise LatentkitError(f"input file {p} does not exist")
     old = PILImage.MAX_IMAGE_PIXELS
-    PILImage.MAX_IMAGE_PIXELS = max_pixels
+    PILImage.MAX_IMAGE_PIXELS = None  # checked below, exactly at max_pixels (Pillow only errors at 2x)
     try:
         with PILImage.open(p) as im:
+            if max_pixels is not None and im.width * im.height > max_pixels:
+                raise LatentkitError(
+                    f"{p} has {im.width}x{im.height} = {im.width * im.height} pixels, more than the limit of "
+                    f"{max_pixels} (a decompression-bomb guard); pass --max-pixels N to allow it")
             im.load()
             return from_pil(im)
-    except PILImage.DecompressionBombError:
-        raise LatentkitError(f"{p} has more pixels than the limit of {max_pixels} (a decompression-bomb guard); "
-                             "pass --max-pixels N to allow it") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise LatentkitError(f"cannot read image {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
-            from None
+        raise LatentkitError(f"cannot read image {p}: {_first_line(e)}") from None
     finally:
         PILImage.MAX_IMAGE_PIXELS = old
 
 
-def to_pil(image: Image) -> PILImage.Image:
-    """Convert back to a Pillow image, restoring grayscale, 16-bit and alpha as documented above."""
-    rgb = image.rgb.detach().float().clamp(0, 1).cpu()
-    if image.grayscale and image.bit_depth == 16:
-        g = (rgb.mean(0).numpy() * 65535.0).round().astype(np.uint16)
-        im = PILImage.fromarray(g, mode="I;16")
-    elif image.grayscale:
-        g = (rgb.mean(0).numpy() * 255.0).round().astype(np.uint8)
-        im = PILImage.fromarray(g, mode="L")
+def to_pil(image: Image, bit_depth: int | None = None) -> PILImage.Image:
+    """Convert back to a Pillow image, restoring grayscale, 16-bit and alpha as documented above.
+
+    ``bit_depth`` overrides ``image.bit_depth`` (8 for formats without 16-bit grayscale).
+    """
+    rgb = image.rgb.detach().float().clamp(0, 1).cpu().numpy()
+    depth = image.bit_depth if bit_depth is None else bit_depth
+    if image.grayscale and depth == 16:  # Pillow has no 16-bit gray + alpha mode; 16-bit sources have no alpha
+        return _with_icc(PILImage.fromarray((rgb.mean(0) * 65535.0).round().astype(np.uint16)), image)
+    if image.grayscale:
+        im = PILImage.fromarray((rgb.mean(0) * 255.0).round().astype(np.uint8))
         if image.alpha is not None:
-            im = PILImage.merge("LA", [im, PILImage.fromarray(image.alpha.astype(np.uint8), mode="L")])
+            im = PILImage.merge("LA", [im, PILImage.fromarray(image.alpha.astype(np.uint8))])
     else:
-        a = (rgb.numpy().transpose(1, 2, 0) * 255.0).round().astype(np.uint8)
-        im = PILImage.fromarray(a, mode="RGB")
+        im = PILImage.fromarray((rgb.transpose(1, 2, 0) * 255.0).round().astype(np.uint8))
         if image.alpha is not None:
-            im.putalpha(PILImage.fromarray(image.alpha.astype(np.uint8), mode="L"))
+            im.putalpha(PILImage.fromarray(image.alpha.astype(np.uint8)))
+    return _with_icc(im, image)
+
+
+def _with_icc(im: PILImage.Image, image: Image) -> PILImage.Image:
     if image.icc_profile:
         im.info["icc_profile"] = image.icc_profile
     return im
 
 
-def atomic_write(path: str | os.PathLike, write, inputs: tuple = ()) -> Path:
-    """Call ``write(tmp_path)`` then rename tmp_path onto `path`. Refuses to overwrite any of `inputs`."""
+def current_umask() -> int:
+    """The process umask (the permission bits new files do not get)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def check_output(path: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Raise :class:`LatentkitError` unless `path` can be written: its folder exists and it is none of
+    `inputs`. Commands call it before long work; :func:`atomic_write` calls it again."""
     out = Path(path)
     for i in inputs:
         if Path(i).exists() and out.exists() and os.path.samefile(i, out):
             raise LatentkitError(f"refusing to overwrite the input file {out}; choose another output path")
-    if out.parent and not out.parent.is_dir():
+    if not out.parent.is_dir():
         raise LatentkitError(f"output folder {out.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent or ".")
+    return out
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], inputs: tuple = ()) -> Path:
+    """Call ``write(tmp_path)`` for a temporary file next to `path`, then rename it onto `path`.
+
+    A crash never leaves a half-written `path`; the file gets the usual permissions (0666 minus umask).
+    Refuses (:class:`LatentkitError`) to overwrite any of `inputs` or to write into a missing folder.
+    """
+    out = check_output(path, inputs)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())
         write(Path(tmp))
         os.replace(tmp, out)
     except BaseException:
@@ -147,19 +206,30 @@ def atomic_write(path: str | os.PathLike, write, inputs: tuple = ()) -> Path:
     return out
 
 
+def image_format(path: str | os.PathLike) -> str:
+    """The Pillow format name (e.g. ``"PNG"``) that a file name's suffix asks for; raises
+    :class:`LatentkitError` when Pillow cannot write it."""
+    suffix = Path(path).suffix.lower()
+    fmt = PILImage.registered_extensions().get(suffix)
+    if fmt is None or fmt not in PILImage.SAVE:
+        raise LatentkitError(f"unknown output image type '{suffix}' for {path}: use .png, .jpg, .webp, ...")
+    return fmt
+
+
 def write_image(image: Image, path: str | os.PathLike, inputs: tuple = ()) -> Path:
-    """Write atomically; format from the suffix (PNG keeps alpha, 16-bit and ICC). Never overwrites `inputs`."""
+    """Write atomically; the format comes from the suffix. PNG keeps alpha, 16-bit grayscale and ICC;
+    JPEG drops alpha. Never overwrites any of `inputs`."""
     out = Path(path)
-    fmt = PILImage.registered_extensions().get(out.suffix.lower())
-    if fmt is None:
-        raise LatentkitError(f"unknown output image type '{out.suffix}' for {out}: use .png, .jpg, .webp, ...")
-    im = to_pil(image)
+    fmt = image_format(out)
+    im = to_pil(image, bit_depth=None if fmt in SIXTEEN_BIT_FORMATS else 8)
+    if fmt == "JPEG" and im.mode in ("RGBA", "LA"):
+        im = im.convert(im.mode[:-1])
 
     def write(tmp: Path) -> None:
         kw = {"icc_profile": image.icc_profile} if image.icc_profile else {}
-        pim = im
-        if fmt == "JPEG" and im.mode in ("RGBA", "LA", "I;16"):
-            pim = im.convert("RGB" if im.mode == "RGBA" else "L")
-        pim.save(tmp, format=fmt, **kw)
+        try:
+            im.save(tmp, format=fmt, **kw)
+        except (OSError, ValueError, KeyError) as e:
+            raise LatentkitError(f"cannot write a {im.mode} image as {fmt} ({out}): {_first_line(e)}") from None
 
     return atomic_write(out, write, inputs)

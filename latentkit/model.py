@@ -22,6 +22,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from .errors import LatentkitError
+from .io import current_umask
 from .weights import REPO_WEIGHTS
 
 #: Named architectures. ``sd`` is the SD 1.x/2.x kl-f8 VAE; ``tiny``/``small`` are CPU-sized for our own weights.
@@ -43,17 +44,24 @@ CKPT_EMA_FILE = "ema.safetensors"
 
 
 def config_dict(name_or_path: str | os.PathLike) -> dict[str, Any]:
-    """The full diffusers ``AutoencoderKL`` config for a named config or a JSON file."""
+    """The full diffusers ``AutoencoderKL`` config for a named config (``tiny``, ``small``, ``sd``), a JSON
+    file, or a model folder holding ``config.json`` (to copy an existing model's architecture)."""
     name = str(name_or_path)
+    path = Path(name).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
     if name in CONFIGS:
         cfg = dict(CONFIGS[name])
-    elif name.endswith(".json") and Path(name).is_file():
+    elif path.is_file():
         try:
-            cfg = json.loads(Path(name).read_text())
+            cfg = json.loads(path.read_text())
         except (OSError, ValueError) as e:
-            raise LatentkitError(f"cannot read config {name}: {e}") from None
+            raise LatentkitError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
+        if not isinstance(cfg, dict) or "block_out_channels" not in cfg:
+            raise LatentkitError(f"{path} is not an AutoencoderKL config (no block_out_channels)")
     else:
-        raise LatentkitError(f"unknown config '{name}': use one of {', '.join(CONFIGS)} or a config.json path")
+        raise LatentkitError(f"unknown config '{name}': use one of {', '.join(CONFIGS)}, a config.json path "
+                             "or a model folder")
     n = len(cfg["block_out_channels"])
     base = dict(in_channels=3, out_channels=3, latent_channels=4, act_fn="silu", sample_size=256,
                 down_block_types=["DownEncoderBlock2D"] * n, up_block_types=["UpDecoderBlock2D"] * n)
@@ -66,7 +74,10 @@ def make_vae(config: str | os.PathLike | dict[str, Any] = "tiny", seed: int | No
     cfg = config if isinstance(config, dict) else config_dict(config)
     if seed is not None:
         torch.manual_seed(seed)
-    return AutoencoderKL(**cfg)
+    try:
+        return AutoencoderKL(**cfg)
+    except (TypeError, ValueError, IndexError) as e:  # unknown keys, channels not divisible by norm_num_groups, ...
+        raise LatentkitError(f"invalid AutoencoderKL config: {str(e).splitlines()[0]}") from None
 
 
 def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.device | None = None,
@@ -107,7 +118,7 @@ def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
     if path.is_dir():
         if (path / "vae" / "config.json").is_file():  # a pipeline folder
             path = path / "vae"
-        ckpt = _latest_checkpoint(path)
+        ckpt = latest_checkpoint(path)
         if ckpt is not None:
             return _from_training_checkpoint(ckpt)
         if (path / "config.json").is_file():
@@ -117,7 +128,8 @@ def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
     return _from_single_file(path, allow_pickle)
 
 
-def _latest_checkpoint(path: Path) -> Path | None:
+def latest_checkpoint(path: Path) -> Path | None:
+    """The training checkpoint folder `path` stands for (itself, or a run's latest), or None."""
     if (path / CKPT_EMA_FILE).is_file():
         return path
     latest = path / "checkpoints" / "latest"
@@ -212,9 +224,12 @@ def save_vae(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype 
     """Write a diffusers folder (``config.json`` + ``diffusion_pytorch_model.safetensors``) that stock
     ``AutoencoderKL.from_pretrained`` loads. Written to a temporary folder, then renamed into place."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LatentkitError(f"{out} exists and is not a folder; choose another output path")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700)
         model = vae if dtype is None else _copy_as(vae, dtype)
         model.save_pretrained(tmp, safe_serialization=True)
         if out.exists():
@@ -245,7 +260,9 @@ def weights_sha256(vae: AutoencoderKL) -> str:
 
 
 def model_id(vae: AutoencoderKL) -> bytes:
-    """The 8-byte id of a model's weights that `.latent` files carry (first 8 bytes of :func:`weights_sha256`)."""
+    """The 8-byte id of a model's weights that `.latent` files carry (first 8 bytes of :func:`weights_sha256`).
+
+    Computed once per model object and cached on it: do not change the weights of a model after asking."""
     cached = getattr(vae, "_latentkit_model_id", None)
     if cached is None:
         cached = bytes.fromhex(weights_sha256(vae))[:8]
@@ -254,6 +271,7 @@ def model_id(vae: AutoencoderKL) -> bytes:
 
 
 def num_parameters(vae: torch.nn.Module) -> int:
+    """The total number of parameters."""
     return sum(p.numel() for p in vae.parameters())
 
 
@@ -267,28 +285,48 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
 
 
 def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
-           generator: torch.Generator | None = None) -> torch.Tensor:
+           generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
     """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
 
     Returns the posterior mean, or a draw from the posterior with ``sample=True``. Sizes that are not
     multiples of 8 are padded by edge replication; crop the decoded image back with ``[..., :H, :W]``.
+    ``fast``: the fast CPU path of :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine).
+    ``tile``: encode in tiles (:mod:`latentkit.tiling`); None tiles automatically above a size threshold.
+    Latents are returned as float32 (or the model's dtype if wider).
     """
+    from . import runtime, tiling
+
     p = next(vae.parameters())
     x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, 2 ** (len(vae.config.block_out_channels) - 1))
-    with torch.inference_mode():
-        posterior = vae.encode(x).latent_dist
-        return posterior.sample(generator) if sample else posterior.mean
+    if tile is None:
+        tile = tiling.should_tile(vae, *x.shape[-2:])
+    with runtime.inference(p.device, fast):
+        x = runtime.prepare_input(x, fast)
+        posterior = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
+        z = posterior.sample(generator) if sample else posterior.mean
+    # cloned outside inference mode: an ordinary tensor that callers may edit in place (e.g. rounding)
+    return z.to(torch.promote_types(p.dtype, torch.float32)).clone(memory_format=torch.contiguous_format)
 
 
-def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
-    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x 8h x 8w (float32, clamped)."""
+def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
+    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x 8h x 8w (float32, clamped).
+
+    ``fast`` and ``tile`` as in :func:`encode` (the tiling threshold applies to the output size).
+    """
+    from . import runtime, tiling
+
     p = next(vae.parameters())
-    with torch.inference_mode():
-        x = vae.decode(latents.to(p.device, p.dtype)).sample
-    return ((x.float() + 1) / 2).clamp_(0, 1)
+    z = latents.to(p.device, p.dtype)
+    if tile is None:
+        tile = tiling.should_tile(vae, 8 * z.shape[-2], 8 * z.shape[-1])
+    with runtime.inference(p.device, fast):
+        z = runtime.prepare_input(z, fast)
+        x = tiling.decode_tiled(vae, z) if tile else vae.decode(z).sample
+    return ((x.float() + 1) / 2).clamp_(0, 1).contiguous()
 
 
-def reconstruct(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False) -> torch.Tensor:
-    """Encode then decode, cropped back to the input size. Images in [0, 1] in and out."""
+def reconstruct(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Encode then decode, cropped back to the input size. Images in [0, 1] in and out (N x 3 x H x W)."""
     h, w = images.shape[-2:]
-    return decode(vae, encode(vae, images, sample=sample))[..., :h, :w]
+    return decode(vae, encode(vae, images, sample=sample, generator=generator))[..., :h, :w]

@@ -1,0 +1,6 @@
+"""The `.latent` image codec: quantization (:mod:`.quant`), entropy coding (:mod:`.entropy`), the container
+(:mod:`.format`) and the public API (:mod:`.api`)."""
+
+from .api import compress, decompress
+
+__all__ = ["compress", "decompress"]

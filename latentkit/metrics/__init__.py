@@ -1,6 +1,13 @@
-"""Image quality metrics on batched tensors in [0, 1], N x C x H x W; each returns one value per image."""
+"""Image quality metrics on batched tensors in [0, 1], N x C x H x W; each returns one value per image.
+
+- :func:`psnr`: dB, peak 1.0 (higher is better; 120 dB for identical images);
+- :func:`ssim`: Wang et al. 2004, in [-1, 1] (1 = identical);
+- :func:`ms_ssim`: Wang et al. 2003, 5 scales, in [0, 1] (1 = identical; shorter side >= 161 px);
+- :func:`lpips` / :class:`LPIPS`: LPIPS v0.1 distance, >= 0 (0 = identical; typically below 1).
+"""
 
 from .lpips import LPIPS, lpips
 from .psnr import psnr
+from .ssim import ms_ssim, ssim
 
-__all__ = ["psnr", "lpips", "LPIPS"]
+__all__ = ["psnr", "ssim", "ms_ssim", "lpips", "LPIPS"]

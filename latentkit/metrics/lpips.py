@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .. import weights
+from ..errors import LatentkitError
 
 BACKBONE_FILES = {
     "squeeze": "squeezenet1_1_features.safetensors",
@@ -30,6 +31,8 @@ BACKBONE_URLS = {
     "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
 }
 NETS = tuple(BACKBONE_FILES)
+#: smallest image side each backbone accepts (its strides and pools leave no pixel below this)
+MIN_SIDE = {"squeeze": 17, "alex": 31, "vgg": 16}
 
 
 class _Fire(nn.Module):
@@ -76,15 +79,19 @@ _ARCHS = {"squeeze": _squeeze_features, "alex": _alex_features, "vgg": _vgg_feat
 
 
 def _load_backbone_state(net: str, path: str | os.PathLike | None) -> dict[str, torch.Tensor]:
-    how = ("run `latentkit fetch lpips-%s` on a machine with internet, or pass its path" % net
-           if net in BACKBONE_URLS else "it ships in the repository's weights/lpips/")
+    how = ("Run `latentkit fetch lpips-%s` on a machine with internet, or pass its path." % net
+           if net in BACKBONE_URLS else "It ships in the repository's weights/lpips/.")
     p = weights.resolve(BACKBONE_FILES[net], "lpips", path, how_to_get=how)
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        sd = load_file(p)
-    else:
-        sd = torch.load(p, map_location="cpu", weights_only=True)
+            sd = load_file(p)
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated or not a checkpoint at all
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise LatentkitError(f"cannot read LPIPS backbone weights {p}: {first}. {how}") from None
     return {k[len("features."):]: v for k, v in sd.items() if k.startswith("features.")}
 
 
@@ -100,15 +107,17 @@ class LPIPS(nn.Module):
                  lin_path: str | os.PathLike | None = None):
         super().__init__()
         if net not in _ARCHS:
-            from ..errors import LatentkitError
-
             raise LatentkitError(f"unknown LPIPS net '{net}': use one of {', '.join(NETS)}")
         self.net = net
         self.features, self.taps, chans = _ARCHS[net]()
-        self.features.load_state_dict(_load_backbone_state(net, backbone_path))
+        try:
+            self.features.load_state_dict(_load_backbone_state(net, backbone_path))
+        except RuntimeError as e:  # wrong keys or shapes: not torchvision's checkpoint of this net
+            raise LatentkitError(f"the LPIPS-{net} backbone weights do not fit torchvision's {net} layout "
+                                 f"(features.N.weight): {' '.join(str(e).split())[:300]}") from None
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in chans)
         lin_file = weights.resolve(f"lin_{net}_v0.1.pth", "lpips", lin_path,
-                                   how_to_get="it ships in the repository's weights/lpips/")
+                                   how_to_get="It ships in the repository's weights/lpips/.")
         lin_sd = torch.load(lin_file, map_location="cpu", weights_only=True)
         for i, lin in enumerate(self.lins):
             lin.weight.data.copy_(lin_sd[f"lin{i}.model.1.weight"])
@@ -130,6 +139,9 @@ class LPIPS(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if x.shape != y.shape or min(x.shape[-2:]) < MIN_SIDE[self.net]:
+            raise LatentkitError(f"LPIPS-{self.net} needs two images of the same size, at least "
+                                 f"{MIN_SIDE[self.net]} px a side; got {tuple(x.shape)} and {tuple(y.shape)}")
         n = x.shape[0]
         feats = self._taps(torch.cat([x, y]))
         total = 0.0

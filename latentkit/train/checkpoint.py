@@ -21,6 +21,8 @@ from ..errors import LatentkitError
 
 def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, disc_sd: dict,
          trainer_state: dict, keep: int = 3) -> Path:
+    """Write checkpoint ``step_NNNNNNN``, point ``latest`` at it, then delete all but the `keep` newest
+    checkpoints (0: keep all) and the one ``best`` points at."""
     ckdir = run_dir / "checkpoints"
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
@@ -38,12 +40,10 @@ def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, d
     pointer = ckdir / ".latest.tmp"
     pointer.write_text(name)
     pointer.replace(ckdir / "latest")
-    protected = {name}
     best = ckdir / "best"
-    if best.is_file():
-        protected.add(best.read_text().strip())
-    old = sorted(p for p in ckdir.glob("step_*") if p.name not in protected)
-    for p in old[:-keep] if keep > 0 else []:
+    protected = {best.read_text().strip()} if best.is_file() else set()
+    recent = sorted(p for p in ckdir.glob("step_*") if p.name not in protected)  # the new one comes last
+    for p in recent[:-keep] if keep > 0 else []:  # keep the `keep` newest (and the best)
         shutil.rmtree(p, ignore_errors=True)
     return final
 

@@ -33,4 +33,4 @@ class EMA:
 
     def load_state_dict(self, state: dict, shadow: dict[str, torch.Tensor]) -> None:
         self.decay, self.warmup, self.updates = state["decay"], state["warmup"], state["updates"]
-        self.shadow = {k: v.float().clone() for k, v in shadow.items()}
+        self.shadow = {k: v.to(self.shadow[k].device, torch.float32).clone() for k, v in shadow.items()}

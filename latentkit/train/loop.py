@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LatentkitError
+from ..io import atomic_write
 from ..model import config_dict, load_vae, make_vae, num_parameters, reconstruct
 from . import checkpoint
 from .data import Prefetcher, RandomCrops, list_images, load_rgb
@@ -102,6 +105,30 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the log rows after `step` (written after the checkpoint a run resumes from), atomically."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+    if len(kept) < len(lines):
+        atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
+
+
+class _AutoencoderPass(nn.Module):
+    """Encode, take z = mean (``noise=None``) or mean + std * noise, decode; returns (mean, logvar, decoded),
+    all in the model's [-1, 1] image space. One forward, so DistributedDataParallel can sync its gradients."""
+
+    def __init__(self, vae: nn.Module):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor | None):
+        enc = self.vae.encode(x).latent_dist
+        z = enc.mean if noise is None else enc.mean + enc.std * noise
+        return enc.mean, enc.logvar, self.vae.decode(z).sample
+
+
 class Trainer:
     def __init__(self, args: TrainArgs, resume: bool = False):
         from accelerate import Accelerator
@@ -112,7 +139,8 @@ class Trainer:
         if resume:
             state = checkpoint.load(checkpoint.latest(self.run))
             saved = state["trainer"]["args"]
-            keep_new = {"steps", "ckpt_every", "val_every", "log_every", "threads", "compile", "keep"}
+            keep_new = {"steps", "ckpt_every", "val_every", "log_every", "threads", "compile", "keep",
+                        "out", "data", "val"}
             for k, v in saved.items():
                 if k not in keep_new or getattr(args, k) == getattr(TrainArgs, k, None):
                     setattr(args, k, v)
@@ -140,7 +168,6 @@ class Trainer:
                 self.vae.quant_conv.requires_grad_(False)
         if args.channels_last:
             self.vae.to(memory_format=torch.channels_last)
-        self.ema = EMA(self.vae, args.ema_decay)
         self.disc = PatchDiscriminator(width=args.disc_width, n_layers=args.disc_layers)
         params = [p for p in self.vae.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
@@ -150,7 +177,11 @@ class Trainer:
             from ..metrics.lpips import LPIPS
 
             self.lpips = LPIPS(args.lpips_net)
-        self.vae, self.disc, self.opt, self.opt_d = self.accel.prepare(self.vae, self.disc, self.opt, self.opt_d)
+        # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
+        self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(_AutoencoderPass(self.vae), self.disc,
+                                                                      self.opt, self.opt_d)
+        self.vae = self.accel.unwrap_model(self.ae).vae
+        self.ema = EMA(self.vae, args.ema_decay)
         if self.lpips is not None:
             self.lpips.to(self.accel.device)
 
@@ -158,7 +189,7 @@ class Trainer:
         self.step, self.wall, self.images_seen = 0, 0.0, 0
         self.best_score = -float("inf")
         if state is not None:
-            self.accel.unwrap_model(self.vae).load_state_dict(state["model"])
+            self.vae.load_state_dict(state["model"])
             self.ema.load_state_dict(state["trainer"]["ema"], state["ema"])
             self.accel.unwrap_model(self.disc).load_state_dict(state["disc"])
             self.opt.load_state_dict(state["trainer"]["opt"])
@@ -168,20 +199,14 @@ class Trainer:
             self.best_score = t.get("best_score", self.best_score)
             self.data.load_state_dict(t["data"])
             _set_rng_state(t["rng"])
+            if self.accel.is_main_process:
+                _truncate_log(self.run / "log.csv", self.step)
         self.val_files = list_images(args.val) if args.val else []
-        self._forward = self._ae_forward
-        if args.compile:
-            self._forward = torch.compile(self._ae_forward)
+        self._forward = torch.compile(self.ae) if args.compile else self.ae
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "args.json").write_text(json.dumps(asdict(args), indent=2))
 
     # -- one step ---------------------------------------------------------------------------------------
-    def _ae_forward(self, x: torch.Tensor, noise: torch.Tensor | None):
-        vae = self.vae
-        enc = vae.encode(x).latent_dist
-        z = enc.mean if noise is None else enc.mean + enc.std * noise
-        return enc.mean, enc.logvar, vae.decode(z).sample
-
     def train_step(self, x01: torch.Tensor) -> dict[str, float]:
         a, step = self.args, self.step
         x = (x01 * 2 - 1).to(self.accel.device)
@@ -190,8 +215,7 @@ class Trainer:
         x_in = x + a.denoise_sigma * 2 * torch.randn_like(x) if a.denoise_sigma > 0 else x
         for g in self.opt.param_groups:
             g["lr"] = lr_at(a, step)
-        lat_shape = (x.shape[0], self.accel.unwrap_model(self.vae).config.latent_channels,
-                     x.shape[2] // 8, x.shape[3] // 8)
+        lat_shape = (x.shape[0], self.vae.config.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
         noise = torch.randn(lat_shape, device=x.device) if a.sample_posterior else None
         with self.accel.autocast():
             mean, logvar, rec = self._forward(x_in, noise)
@@ -212,16 +236,16 @@ class Trainer:
         disc_on = step >= a.disc_start
         if disc_on:
             g_loss = generator_adv_loss(self.disc(rec))
-            last = self.accel.unwrap_model(self.vae).decoder.conv_out.weight
+            last = self.vae.decoder.conv_out.weight
             w = adaptive_weight(nll, g_loss, last) * a.disc_weight
             loss = loss + w * g_loss
             logs["g"], logs["d_weight"] = g_loss.item(), w.item()
         self.opt.zero_grad(set_to_none=True)
         self.accel.backward(loss)
         if a.grad_clip > 0:
-            self.accel.clip_grad_norm_(self.vae.parameters(), a.grad_clip)
+            self.accel.clip_grad_norm_(self.ae.parameters(), a.grad_clip)
         self.opt.step()
-        self.ema.update(self.accel.unwrap_model(self.vae))
+        self.ema.update(self.vae)
         if disc_on:
             d_loss = hinge_d_loss(self.disc(x), self.disc(rec.detach()))
             self.opt_d.zero_grad(set_to_none=True)
@@ -235,7 +259,7 @@ class Trainer:
 
     # -- validation, checkpoints ------------------------------------------------------------------------
     def ema_model(self):
-        m = make_vae(self.accel.unwrap_model(self.vae).config, seed=None)
+        m = make_vae(self.vae.config, seed=None)
         self.ema.copy_to(m)
         return m.eval().requires_grad_(False).to(self.accel.device)
 
@@ -250,13 +274,11 @@ class Trainer:
             if a is None:
                 continue
             x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(self.accel.device)
-            with self.accel.autocast():
-                y = reconstruct(m, x).float()
-            y = (y * 255).round() / 255
+            y = (reconstruct(m, x) * 255).round() / 255
             ps.append(psnr(x, y).item())
             lp.append(lpips_fn(x, y).item())
             if len(grid) < 4:
-                c = 192
+                c = min(192, x.shape[2], x.shape[3])
                 h0, w0 = (x.shape[2] - c) // 2, (x.shape[3] - c) // 2
                 grid.append(torch.cat([x[0, :, h0:h0 + c, w0:w0 + c], y[0, :, h0:h0 + c, w0:w0 + c]], 2).cpu())
         if grid:
@@ -266,27 +288,29 @@ class Trainer:
             Image.fromarray(g).save(self.run / f"val_step{self.step:07d}.png")
         return {"val_psnr": float(np.mean(ps)), "val_lpips": float(np.mean(lp))}
 
-    def save(self) -> Path:
-        unwrap = self.accel.unwrap_model
-        cfg = dict(unwrap(self.vae).config)
+    def save(self, data_state: dict | None = None) -> Path:
+        """Write a checkpoint; `data_state` is the crop generator's state for the next batch (from the
+        prefetcher while one runs)."""
+        cfg = dict(self.vae.config)
         t = {"args": asdict(self.args), "step": self.step, "wall": self.wall, "images_seen": self.images_seen,
              "best_score": self.best_score, "ema": self.ema.state_dict(), "opt": self.opt.state_dict(),
-             "opt_d": self.opt_d.state_dict(), "data": self.data.state_dict(), "rng": _rng_state()}
-        return checkpoint.save(self.run, self.step, cfg, unwrap(self.vae).state_dict(), self.ema.shadow,
-                               unwrap(self.disc).state_dict(), t, keep=self.args.keep)
+             "opt_d": self.opt_d.state_dict(), "data": data_state or self.data.state_dict(), "rng": _rng_state()}
+        return checkpoint.save(self.run, self.step, cfg, self.vae.state_dict(), self.ema.shadow,
+                               self.accel.unwrap_model(self.disc).state_dict(), t, keep=self.args.keep)
 
     def fit(self) -> None:
         a = self.args
         log_path = self.run / "log.csv"
         fields = ["step", "wall_s", "images_seen", "lr", "loss", "rec", "lpips", "kl", "g", "d", "d_weight",
                   "img_per_s", "val_psnr", "val_lpips"]
+        main = self.accel.is_main_process
         new = not log_path.exists()
-        logf = open(log_path, "a", newline="")
+        logf = open(log_path, "a", newline="") if main else open(os.devnull, "w")
         writer = csv.DictWriter(logf, fieldnames=fields, extrasaction="ignore")
         if new:
             writer.writeheader()
-        if self.accel.is_main_process:
-            n = num_parameters(self.accel.unwrap_model(self.vae))
+        if main:
+            n = num_parameters(self.vae)
             print(f"training {n / 1e6:.2f}M parameters on {self.accel.device} ({self.accel.mixed_precision}), "
                   f"{len(self.data)} images, step {self.step} -> {a.steps}", flush=True)
         prefetch = Prefetcher(self.data, a.batch_size)
@@ -312,7 +336,6 @@ class Trainer:
                 last = self.step == a.steps
                 is_val = self.val_files and (self.step % a.val_every == 0 or last)
                 if (self.step % a.ckpt_every == 0 or last or is_val) and self.accel.is_main_process:
-                    self.data.load_state_dict(prefetch.state_dict())
                     v = self.validate() if is_val else None
                     if v:
                         writer.writerow({"step": self.step, "wall_s": round(self.wall, 1),
@@ -320,7 +343,7 @@ class Trainer:
                         logf.flush()
                         bar.write(f"step {self.step}: val PSNR {v['val_psnr']:.2f} dB, "
                                   f"LPIPS {v['val_lpips']:.4f}")
-                    ck = self.save()
+                    ck = self.save(prefetch.state_dict())
                     if v:
                         score = v["val_psnr"] - 20 * v["val_lpips"]
                         if score > self.best_score:

@@ -1,0 +1,313 @@
+"""Rate-distortion sweeps: every codec encodes every image at a sweep of qualities; the real file sizes give
+bpp, the decoded 8-bit RGB gives PSNR, MS-SSIM and LPIPS. Results: per-image points, per-codec mean curves,
+BD-rates against JPEG and against the latent codec, and plots.
+
+Files written into the output folder (all atomically):
+  ``points.csv``   one row per (image, codec, quality): bytes, bpp, each metric;
+  ``curves.json``  per codec and quality, the mean over images of bpp and each metric, plus run metadata;
+  ``bdrate.json``  ``{anchor: {codec: {metric: percent}}}`` (negative: fewer bits than the anchor);
+  ``bdrate.md``    the same as markdown tables;
+  ``rd_<metric>.png``  bpp vs metric, one line per codec.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm import tqdm
+
+from .. import io as lkio
+from ..errors import LatentkitError
+from .bdrate import bd_rate
+from .classic import CLASSIC
+
+LATENT = "latent"
+CODECS = (LATENT, *CLASSIC)
+#: The latent codec's quality runs 1..100; the default sweep covers all of it.
+LATENT_QUALITIES = (1, 10, 25, 40, 55, 70, 85, 100)
+ANCHORS = ("jpeg", LATENT)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+#: roundtrip(image, quality) -> (file bytes, decoded 3 x H x W in [0, 1])
+Roundtrip = Callable[[lkio.Image, int], tuple[bytes, torch.Tensor]]
+
+
+@dataclass
+class RDResult:
+    """What a sweep produced: per-image rows, mean curves, BD-rates and the files written."""
+
+    points: list[dict[str, Any]]
+    curves: dict[str, dict[str, list[float]]]
+    bdrates: dict[str, dict[str, dict[str, float]]]
+    metrics: list[str]
+    files: list[Path] = field(default_factory=list)
+
+
+def higher_is_better(metric: str) -> bool:
+    """PSNR and MS-SSIM grow with quality; LPIPS distances shrink."""
+    return not metric.startswith("lpips")
+
+
+def list_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
+    """Image files directly in folder `data`, sorted by name; the first `limit` if given."""
+    d = Path(data)
+    if not d.is_dir():
+        raise LatentkitError(f"data folder {d} does not exist")
+    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if limit is not None:
+        files = files[:limit]
+    if not files:
+        raise LatentkitError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {d}")
+    return files
+
+
+def classic_roundtrip(name: str) -> Roundtrip:
+    codec = CLASSIC[name]
+
+    def roundtrip(image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
+        data = codec.encode(image.rgb, quality)
+        return data, codec.decode(data)
+
+    return roundtrip
+
+
+def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
+    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights)."""
+    try:
+        from ..codec import compress, decompress
+    except ImportError:
+        raise LatentkitError("the latent codec (latentkit.codec.compress) is not available in this install; "
+                             "leave 'latent' out of --codecs") from None
+    from diffusers import AutoencoderKL
+
+    from ..model import load_vae
+
+    vae = model if isinstance(model, AutoencoderKL) else load_vae(model, device=device)
+
+    def roundtrip(image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
+        data = compress(image, vae, quality=quality)
+        return data, decompress(data, vae).rgb
+
+    return roundtrip
+
+
+def lpips_nets(requested: Sequence[str] | None) -> list[str]:
+    """The LPIPS networks to use: `requested` (their weights must resolve), or by default squeeze plus
+    alex/vgg when their weights resolve locally (nothing is downloaded)."""
+    from .. import weights
+    from ..metrics.lpips import BACKBONE_FILES, NETS
+
+    def check(net: str) -> str:
+        """`net` if its weight files resolve; raises LatentkitError naming the missing file otherwise."""
+        if net not in NETS:
+            raise LatentkitError(f"unknown LPIPS net '{net}': use one of {', '.join(NETS)}")
+        for name in (BACKBONE_FILES[net], f"lin_{net}_v0.1.pth"):
+            weights.resolve(name, "lpips", how_to_get=f"`latentkit fetch lpips-{net}` downloads it")
+        return net
+
+    if requested is not None:
+        return [check(net) for net in requested]
+    nets = [check("squeeze")]
+    for net in NETS[1:]:
+        try:
+            nets.append(check(net))
+        except LatentkitError:
+            pass  # optional: alex/vgg only when their backbone weights are already on disk
+    return nets
+
+
+def _ms_ssim() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+    try:
+        from ..metrics import ms_ssim
+    except ImportError:
+        print("latentkit: warning: latentkit.metrics.ms_ssim is not available; MS-SSIM left out", file=sys.stderr)
+        return None
+    return ms_ssim
+
+
+def measure(ref: torch.Tensor, dec: torch.Tensor, nets: Sequence[str],
+            ms_ssim: Callable | None) -> dict[str, float]:
+    """Distortion of one decoded image against its reference (both 3 x H x W in [0, 1], 8-bit levels)."""
+    from ..metrics import lpips, psnr
+
+    x, y = ref.unsqueeze(0), dec.unsqueeze(0)
+    out = {"psnr": float(psnr(x, y))}
+    if ms_ssim is not None:
+        out["msssim"] = float(ms_ssim(x, y))
+    for net in nets:
+        out[f"lpips_{net}"] = float(lpips(x, y, net=net))
+    return out
+
+
+def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: dict[str, Sequence[int]],
+          nets: Sequence[str], progress: bool = True) -> list[dict[str, Any]]:
+    """Encode and decode every image with every codec at each of its qualities; one row per point.
+
+    bpp = whole encoded file bytes x 8 / (width x height of the original). Metrics are measured on the
+    decoded image rounded to 8-bit RGB.
+    """
+    ms = _ms_ssim()
+    total = len(images) * sum(len(qualities[c]) for c in roundtrips)
+    rows = []
+    with tqdm(total=total, desc="rd sweep", unit="enc", disable=not progress) as bar:
+        for path in images:
+            image = lkio.read_image(path)
+            ref = _to_8bit(image.rgb)
+            for codec, roundtrip in roundtrips.items():
+                for q in qualities[codec]:
+                    bar.set_postfix_str(f"{path.name} {codec} q{q}", refresh=False)
+                    data, dec = roundtrip(image, q)
+                    if dec.shape != ref.shape:
+                        raise RuntimeError(f"{codec} decoded {tuple(dec.shape)} for a {tuple(ref.shape)} image")
+                    row = {"image": path.name, "codec": codec, "quality": q, "width": image.width,
+                           "height": image.height, "bytes": len(data), "bpp": bpp(len(data), image.width, image.height)}
+                    row.update(measure(ref, _to_8bit(dec), nets, ms))
+                    rows.append(row)
+                    bar.update()
+    return rows
+
+
+def bpp(n_bytes: int, width: int, height: int) -> float:
+    """Bits per pixel of a whole file of `n_bytes` for an original image of width x height."""
+    return n_bytes * 8 / (width * height)
+
+
+def _to_8bit(rgb: torch.Tensor) -> torch.Tensor:
+    return (rgb.float().clamp(0, 1) * 255).round() / 255
+
+
+def mean_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """Per codec, per quality (ascending): the mean over images of bpp and each metric."""
+    curves: dict[str, dict[str, list[float]]] = {}
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        mine = [r for r in rows if r["codec"] == codec]
+        qs = sorted({r["quality"] for r in mine})
+        c: dict[str, list[float]] = {"quality": qs}
+        for key in ("bpp", *metrics):
+            c[key] = [sum(r[key] for r in mine if r["quality"] == q) / sum(r["quality"] == q for r in mine)
+                      for q in qs]
+        curves[codec] = c
+    return curves
+
+
+def bd_rates(curves: dict[str, dict[str, list[float]]], metrics: Sequence[str]) -> dict[str, dict[str, dict]]:
+    """BD-rate (percent) of every codec against each anchor present (JPEG, latent), for each metric."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for anchor in ANCHORS:
+        if anchor not in curves:
+            continue
+        a = curves[anchor]
+        out[anchor] = {
+            codec: {m: bd_rate(a["bpp"], a[m], c["bpp"], c[m], higher_is_better(m)) for m in metrics}
+            for codec, c in curves.items() if codec != anchor
+        }
+    return out
+
+
+def bd_markdown(bdrates: dict[str, dict[str, dict[str, float]]], metrics: Sequence[str]) -> str:
+    """Markdown tables, one per anchor: rows are codecs, columns metrics, cells BD-rate in percent."""
+    parts = []
+    for anchor, table in bdrates.items():
+        parts.append(f"BD-rate against **{anchor}** (negative: fewer bits for the same quality)\n")
+        parts.append("| codec | " + " | ".join(metrics) + " |")
+        parts.append("|---|" + "---:|" * len(metrics))
+        for codec, row in table.items():
+            cells = ["n/a" if math.isnan(row[m]) else f"{row[m]:+.1f}%" for m in metrics]
+            parts.append(f"| {codec} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
+
+
+def check_codecs(codecs: Sequence[str]) -> None:
+    """Raise :class:`LatentkitError` unless `codecs` is a non-empty list of known codec names."""
+    unknown = [c for c in codecs if c not in CODECS]
+    if unknown or not codecs:
+        raise LatentkitError(f"unknown codec(s) {', '.join(unknown) or '(none given)'}: choose from {', '.join(CODECS)}")
+
+
+def parse_qualities(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Sweeps per codec: the defaults, overridden by specs ``"codec=q1,q2,..."`` or ``"q1,q2,..."`` (all)."""
+    check_codecs(codecs)
+    out = {c: (LATENT_QUALITIES if c == LATENT else CLASSIC[c].qualities) for c in codecs}
+    for spec in specs or ():
+        name, _, values = spec.rpartition("=")
+        targets = [name] if name else list(codecs)
+        if name and name not in out:
+            raise LatentkitError(f"--qualities {spec}: codec '{name}' is not in --codecs")
+        try:
+            qs = tuple(sorted({int(v) for v in values.split(",") if v.strip()}))
+        except ValueError:
+            raise LatentkitError(f"--qualities {spec}: expected integers like 10,50,90") from None
+        if not qs:
+            raise LatentkitError(f"--qualities {spec}: no qualities given")
+        for t in targets:
+            out[t] = qs
+    return out
+
+
+def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence[str] = CODECS,
+           model: Any = None, qualities: dict[str, Sequence[int]] | None = None,
+           nets: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
+           plots: bool = True, progress: bool = True) -> RDResult:
+    """The whole benchmark: sweep, write points/curves/BD-rates/plots into `out_dir` (created if needed)."""
+    check_codecs(codecs)
+    images = list_images(data, limit)
+    qualities = dict(qualities) if qualities else parse_qualities(None, codecs)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise LatentkitError(f"--out {out} exists and is not a folder")
+    nets = lpips_nets(nets)
+    roundtrips = {c: (latent_roundtrip(model, device) if c == LATENT else classic_roundtrip(c)) for c in codecs}
+    rows = sweep(images, roundtrips, qualities, nets, progress)
+    metrics = [k for k in rows[0] if k == "psnr" or k == "msssim" or k.startswith("lpips_")]
+    curves = mean_curves(rows, metrics)
+    bdr = bd_rates(curves, metrics)
+    out.mkdir(parents=True, exist_ok=True)
+    result = RDResult(rows, curves, bdr, metrics)
+    meta = {"data": str(Path(data)), "images": len(images), "model": _model_name(model) if LATENT in codecs else None,
+            "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()}}
+    result.files += [
+        _write_csv(out / "points.csv", rows, images),
+        _write_text(out / "curves.json", json.dumps({"meta": meta, "curves": curves}, indent=1), images),
+        _write_text(out / "bdrate.json", json.dumps(json_bdrates(bdr), indent=1), images),
+        _write_text(out / "bdrate.md", bd_markdown(bdr, metrics), images),
+    ]
+    if plots:
+        from .plots import plot_rd
+
+        result.files += [plot_rd(curves, m, out / f"rd_{m}.png") for m in metrics]
+    return result
+
+
+def _model_name(model: Any) -> str:
+    if model is None:
+        return "default"
+    return str(model) if isinstance(model, (str, os.PathLike)) else "in-memory " + type(model).__name__
+
+
+def json_bdrates(bdr: dict) -> dict:
+    """BD-rates rounded to 0.001%, NaN (curves do not overlap) as null, so the result is strict JSON."""
+    return {a: {c: {m: (None if math.isnan(v) else round(v, 3)) for m, v in row.items()} for c, row in t.items()}
+            for a, t in bdr.items()}
+
+
+def _write_text(path: Path, text: str, inputs: Sequence[Path]) -> Path:
+    return lkio.atomic_write(path, lambda tmp: tmp.write_text(text + "\n"), tuple(inputs))
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], inputs: Sequence[Path]) -> Path:
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    return lkio.atomic_write(path, write, tuple(inputs))

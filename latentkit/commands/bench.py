@@ -1,0 +1,73 @@
+"""``latentkit bench rd``: rate-distortion of the latent codec against JPEG, WebP, AVIF and JPEG XL."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers) -> None:
+    from ..bench.rd import CODECS, LATENT_QUALITIES
+    from ..bench.classic import CLASSIC
+
+    p = subparsers.add_parser("bench", help="benchmarks: rate-distortion against classic codecs",
+                              description="Benchmarks. `latentkit bench rd --help` for the rate-distortion sweep.")
+    sub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
+    defaults = "; ".join(f"{c}: {','.join(map(str, CLASSIC[c].qualities))}" for c in CLASSIC)
+    rd = sub.add_parser(
+        "rd", help="rate-distortion sweep, BD-rates and plots",
+        description="Encode every image of --data with each codec at a sweep of qualities; bpp is the whole "
+                    "encoded file's bytes x 8 / pixels; PSNR (dB), MS-SSIM (0..1) and LPIPS (0 = identical) "
+                    "are measured on the decoded 8-bit RGB. Writes points.csv, curves.json (mean per codec "
+                    "and quality), bdrate.json / bdrate.md (Bjontegaard delta rate in percent against jpeg and "
+                    "against latent; negative = fewer bits for the same quality) and rd_<metric>.png into --out.")
+    rd.add_argument("--data", required=True, help="folder of images (e.g. ../shared/data/kodak)")
+    rd.add_argument("--out", required=True, help="results folder (created if missing; its files are replaced)")
+    rd.add_argument("--codecs", default=",".join(CODECS),
+                    help=f"comma-separated codecs from {', '.join(CODECS)} (default: all)")
+    rd.add_argument("--model", default=None,
+                    help="model for the latent codec: a diffusers folder, a latentkit run or checkpoint folder, "
+                         "or a .safetensors file (default: the shipped weights/default)")
+    rd.add_argument("--qualities", action="append", metavar="[CODEC=]Q,Q,...",
+                    help="quality sweep (0..100; latent 1..100), for one codec with CODEC= or for all; "
+                         f"repeatable. Defaults: latent: {','.join(map(str, LATENT_QUALITIES))}; {defaults}")
+    rd.add_argument("--lpips-nets", default=None, metavar="NET,NET",
+                    help="LPIPS networks from squeeze, alex, vgg (default: squeeze, plus alex/vgg when their "
+                         "weights are on disk: `latentkit fetch lpips-alex`)")
+    rd.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N images (by name)")
+    rd.add_argument("--device", default=None, help="torch device for the latent codec's model (default: cpu)")
+    rd.add_argument("--threads", type=int, default=None, metavar="N",
+                    help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)")
+    rd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    rd.add_argument("--json", action="store_true",
+                    help="print the BD-rates as JSON on stdout instead of the markdown tables")
+    rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rd.set_defaults(func=run_rd)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def run_rd(args: argparse.Namespace) -> int:
+    from ..bench.rd import json_bdrates, bd_markdown, parse_qualities, run_rd as sweep
+    from ..errors import LatentkitError
+
+    codecs = _split(args.codecs) or []
+    if args.limit is not None and args.limit < 1:
+        raise LatentkitError("--limit must be at least 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise LatentkitError("--threads must be at least 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    result = sweep(args.data, args.out, codecs=codecs, model=args.model,
+                   qualities=parse_qualities(args.qualities, codecs), nets=_split(args.lpips_nets),
+                   limit=args.limit, device=args.device, plots=not args.no_plots, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(json_bdrates(result.bdrates), indent=1))
+    else:
+        print(bd_markdown(result.bdrates, result.metrics))
+        print(f"wrote {len(result.files)} files to {args.out}")
+    return 0

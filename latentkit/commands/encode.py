@@ -1,0 +1,42 @@
+"""``latentkit encode IN -o OUT.latent``: compress an image to a `.latent` file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..io import DEFAULT_MAX_PIXELS, atomic_write, read_image
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "encode", help="compress an image to a .latent file",
+        description="Compress an image with the VAE codec. Prints the file size and bits per pixel "
+                    "(whole file bytes x 8 / (width x height)).")
+    p.add_argument("input", help="image file (PNG, JPEG, WebP, ...)")
+    p.add_argument("-o", "--output", required=True, help="output .latent file (written atomically)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--quality", type=int, default=75,
+                      help="1..100, higher is better; the quantization step halves every 8 points (default 75)")
+    rate.add_argument("--bpp", type=float, help="target bits per pixel: the highest quality at or below it")
+    p.add_argument("--model", default=None, help="VAE weights (folder, run or file; default: shipped weights)")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"refuse larger images (decompression-bomb guard, default {DEFAULT_MAX_PIXELS})")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..codec import compress
+
+    image = read_image(args.input, args.max_pixels)
+    data = compress(image, args.model, quality=args.quality, bpp=args.bpp)
+    atomic_write(args.output, lambda tmp: Path(tmp).write_bytes(data), inputs=(args.input,))
+    report = {"output": str(args.output), "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
+              "width": image.width, "height": image.height}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.output}: {report['bytes']} bytes, {report['bpp']:.4f} bpp ({image.width}x{image.height})")
+    return 0

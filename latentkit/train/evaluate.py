@@ -1,0 +1,68 @@
+"""Evaluate an autoencoder on a folder of images: posterior-mean reconstruction at full resolution, no
+quantization of the latents; PSNR (8-bit, dB), SSIM (0..1) and LPIPS-squeeze (0 = identical) per image and
+their means. What ``latentkit eval-model`` and ``scripts/eval_model.py`` report, and what the model card quotes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL
+from tqdm.auto import tqdm
+
+from ..io import read_image
+from ..model import reconstruct
+from .data import list_images
+
+#: the default evaluation set: Kodak, beside the repository
+KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike = KODAK,
+                    progress: bool = True) -> dict:
+    """Reconstruct every image under `data` (recursive png/jpg/webp) through the posterior mean.
+
+    The reconstruction is rounded to 8-bit levels (what a saved PNG holds) before the metrics.
+    Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "lpips"}, ...],
+    "mean": {"psnr", "ssim", "lpips"}}``; file names are relative to `data`.
+    """
+    from ..metrics import lpips, psnr
+    from ..metrics.ssim import ssim
+
+    root = Path(data)
+    rows = []
+    for f in tqdm(list_images(root), desc="eval", unit="img", disable=not progress):
+        x = read_image(f).batch().to(next(vae.parameters()).device)
+        y = (reconstruct(vae, x).float() * 255).round() / 255
+        x = x.float()
+        rows.append({"file": str(f.relative_to(root)), "width": x.shape[-1], "height": x.shape[-2],
+                     "psnr": psnr(x, y, quantize=True).item(), "ssim": ssim(x, y).item(),
+                     "lpips": lpips(x, y).item()})
+    mean = {k: sum(r[k] for r in rows) / len(rows) for k in METRICS}
+    return {"data": str(root), "images": rows, "mean": mean}
+
+
+def format_table(result: dict) -> str:
+    """The per-image figures and their mean as a fixed-width text table."""
+    width = max(len("mean"), *(len(r["file"]) for r in result["images"]))
+    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'LPIPS':>6}"]
+    for r in result["images"] + [{"file": "mean", **result["mean"]}]:
+        lines.append(f"{r['file']:<{width}}  {r['psnr']:8.2f}  {r['ssim']:6.4f}  {r['lpips']:6.4f}")
+    return "\n".join(lines)
+
+
+def latent_scaling_factor(vae: AutoencoderKL, data: str | os.PathLike, crop: int = 256) -> float:
+    """1 / std of the posterior-mean latents over every image under `data` (recursive), each centre-cropped to
+    at most `crop` x `crop` pixels: the diffusers ``scaling_factor`` to store in an exported model's config.
+    Uses :func:`latentkit.pipeline.estimate_scale_factor`, which reads only a folder's top level itself."""
+    from ..pipeline import estimate_scale_factor
+
+    def cropped(f: Path) -> torch.Tensor:
+        x = read_image(f).batch()
+        top, left = max(0, (x.shape[-2] - crop) // 2), max(0, (x.shape[-1] - crop) // 2)
+        return x[..., top:top + crop, left:left + crop]
+
+    return estimate_scale_factor(vae, [cropped(f) for f in list_images(data)], sample=False)[0]

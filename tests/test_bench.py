@@ -1,0 +1,160 @@
+"""latentkit.bench: BD-rate, classic codecs, the rate-distortion sweep and `latentkit bench rd`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from latentkit.bench.bdrate import bd_rate, pchip
+from latentkit.bench.classic import CLASSIC
+from latentkit.bench.rd import bpp, parse_qualities
+from latentkit.cli import main
+from latentkit.errors import LatentkitError
+
+RATES = [0.1, 0.2, 0.4, 0.8, 1.6]
+PSNRS = [24.0, 27.5, 30.0, 33.2, 36.0]
+LPIPSES = [0.45, 0.33, 0.22, 0.14, 0.08]
+
+
+def test_bd_rate_of_a_curve_against_itself_is_zero():
+    assert bd_rate(RATES, PSNRS, RATES, PSNRS) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_bd_rate_of_rates_scaled_by_0_8_is_minus_20_percent():
+    scaled = [r * 0.8 for r in RATES]
+    assert bd_rate(RATES, PSNRS, scaled, PSNRS) == pytest.approx(-20.0, abs=0.1)
+    assert bd_rate(scaled, PSNRS, RATES, PSNRS) == pytest.approx(25.0, abs=0.1)  # and the other way round
+
+
+def test_bd_rate_handles_lower_is_better_metrics():
+    scaled = [r * 0.8 for r in RATES]
+    assert bd_rate(RATES, LPIPSES, scaled, LPIPSES, higher_is_better=False) == pytest.approx(-20.0, abs=0.1)
+    # same curve shifted to lower LPIPS (better) at every rate: the test codec saves bits
+    better = [v * 0.8 for v in LPIPSES]
+    assert bd_rate(RATES, LPIPSES, RATES, better, higher_is_better=False) < -5
+    assert bd_rate(RATES, [-v for v in LPIPSES], RATES, [-v for v in better]) == pytest.approx(
+        bd_rate(RATES, LPIPSES, RATES, better, higher_is_better=False))
+
+
+def test_bd_rate_over_the_overlap_only_and_nan_without_one():
+    # PSNR linear in log-rate (PCHIP reproduces a line exactly); the test curve covers only the middle of the
+    # anchor's range and is integrated over that overlap alone
+    line = [30 + 3 * math.log2(r) for r in RATES]
+    assert bd_rate(RATES, line, [r * 0.8 for r in RATES[1:4]], line[1:4]) == pytest.approx(-20.0, abs=1e-6)
+    assert math.isnan(bd_rate(RATES[:2], PSNRS[:2], RATES[3:], PSNRS[3:]))
+    with pytest.raises(LatentkitError):
+        bd_rate([0.1], [30.0], RATES, PSNRS)
+
+
+def test_pchip_matches_scipy():
+    interpolate = pytest.importorskip("scipy.interpolate")
+    x, y = np.array(PSNRS), np.log(RATES)
+    xq = np.linspace(x[0], x[-1], 101)
+    np.testing.assert_allclose(pchip(x, y, xq), interpolate.PchipInterpolator(x, y)(xq), atol=1e-9)
+
+
+def _gradient(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth colour image with a little texture, H x W x 3 uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([xx / w, yy / h, 0.5 + 0.3 * np.sin(xx / 7.0 + yy / 11.0)], -1) * 220
+    return np.clip(a + rng.normal(0, 4, a.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", sorted(CLASSIC))
+def test_classic_codec_roundtrip_gives_bytes_and_a_same_size_image(name):
+    rgb = torch.from_numpy(_gradient(40, 56).transpose(2, 0, 1).copy()).float() / 255
+    codec = CLASSIC[name]
+    lo, hi = codec.encode(rgb, codec.qualities[0]), codec.encode(rgb, codec.qualities[-1])
+    assert isinstance(lo, bytes) and 0 < len(lo) < len(hi)
+    dec = codec.decode(hi)
+    assert dec.shape == rgb.shape and dec.dtype == torch.float32
+    assert float((dec - rgb).abs().mean()) < 0.05  # a faithful picture, not just the right size
+
+
+def test_bpp_counts_whole_file_bytes_over_original_pixels():
+    assert bpp(1000, 100, 80) == pytest.approx(1.0)
+    assert bpp(768 * 512 // 8, 768, 512) == pytest.approx(1.0)
+
+
+def test_parse_qualities():
+    q = parse_qualities(["jpeg=50,10", "webp=5"], ["jpeg", "webp", "avif"])
+    assert q["jpeg"] == (10, 50) and q["webp"] == (5,) and q["avif"] == CLASSIC["avif"].qualities
+    assert parse_qualities(["20,40"], ["jpeg", "jxl"]) == {"jpeg": (20, 40), "jxl": (20, 40)}
+    for bad in (["avif=10"], ["jpeg=a,b"], ["jpeg="]):
+        with pytest.raises(LatentkitError):
+            parse_qualities(bad, ["jpeg"])
+    with pytest.raises(LatentkitError):
+        parse_qualities(None, ["gif"])
+
+
+def test_cli_rejects_unknown_codec_and_missing_data(tmp_path, capsys):
+    assert main(["bench", "rd", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--codecs", "gif"]) == 2
+    assert main(["bench", "rd", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                 "--codecs", "jpeg"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown codec" in err and "does not exist" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """Two images just large enough for MS-SSIM's 5 scales (>= 161 px on the short side)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, (h, w) in enumerate([(168, 176), (176, 164)]):
+        PILImage.fromarray(_gradient(h, w, seed=i)).save(data / f"img{i}.png")
+    return data
+
+
+@pytest.fixture
+def restore_threads():
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path, micro_vae, capsys,
+                                                         restore_threads):
+    from latentkit.model import save_vae
+
+    codecs = ["jpeg", "webp", "avif", "jxl"]
+    try:
+        import latentkit.codec  # noqa: F401
+
+        model = save_vae(micro_vae, tmp_path / "micro")
+        codecs.append("latent")
+        extra = ["--model", str(model), "--qualities", "latent=10,90"]
+    except ImportError:  # the latent codec is not in this tree yet
+        extra = []
+    out = tmp_path / "results"
+    rc = main(["bench", "rd", "--data", str(tiny_dataset), "--out", str(out), "--codecs", ",".join(codecs),
+               "--qualities", "jpeg=10,60", "--qualities", "webp=10,60", "--qualities", "avif=20,50",
+               "--qualities", "jxl=10,60", "--lpips-nets", "squeeze", "--threads", "1", "--quiet", "--json", *extra])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+
+    rows = list(csv.DictReader(open(out / "points.csv")))
+    assert len(rows) == 2 * len(codecs) * 2
+    for r in rows:
+        assert float(r["bpp"]) == pytest.approx(int(r["bytes"]) * 8 / (int(r["width"]) * int(r["height"])))
+        assert 0 < float(r["msssim"]) <= 1 and float(r["lpips_squeeze"]) >= 0 and float(r["psnr"]) > 10
+    curves = json.loads((out / "curves.json").read_text())["curves"]
+    assert set(curves) == set(codecs)
+    for c in curves.values():
+        assert len(c["bpp"]) == 2 and c["bpp"][0] < c["bpp"][1]  # higher quality, bigger files
+
+    bdr = json.loads((out / "bdrate.json").read_text())
+    assert bdr == printed
+    assert set(bdr["jpeg"]) == set(codecs) - {"jpeg"}
+    assert set(bdr["jpeg"]["webp"]) == {"psnr", "msssim", "lpips_squeeze"}
+    if "latent" in codecs:
+        assert set(bdr["latent"]) == {"jpeg", "webp", "avif", "jxl"}
+    assert "| webp |" in (out / "bdrate.md").read_text()
+    for m in ("psnr", "msssim", "lpips_squeeze"):
+        assert (out / f"rd_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,112 @@
+"""The roundtrip / info / init-model commands, and one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+
+from latentkit import model as M
+from latentkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def micro_dir(tmp_path_factory, micro_vae):
+    return M.save_vae(micro_vae, tmp_path_factory.mktemp("models") / "micro")
+
+
+@pytest.fixture
+def small_png(tmp_path):
+    a = np.random.default_rng(0).integers(0, 256, (13, 21, 4), dtype=np.uint8)
+    f = tmp_path / "in.png"
+    PILImage.fromarray(a).save(f)
+    return f
+
+
+def one_line_error(capsys, argv: list[str], match: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("latentkit: error:") and err.count("\n") == 1 and match in err, err
+    assert "Traceback" not in err
+
+
+def test_roundtrip(tmp_path, capsys, micro_dir, small_png):
+    out = tmp_path / "out.png"
+    assert main(["roundtrip", str(small_png), "-o", str(out), "--model", str(micro_dir)]) == 0
+    assert "PSNR" in capsys.readouterr().out
+    rec = PILImage.open(out)
+    assert rec.mode == "RGBA" and rec.size == (21, 13)
+    assert np.array_equal(np.asarray(rec)[..., 3], np.asarray(PILImage.open(small_png))[..., 3])
+
+    assert main(["roundtrip", str(small_png), "-o", str(out), "--model", str(micro_dir), "--json", "--sample"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures["width"] == 21 and figures["height"] == 13 and 0 < figures["psnr_db"] < 100
+
+
+def test_init_model_and_info(tmp_path, capsys, micro_dir, micro_vae):
+    out = tmp_path / "m"  # the micro architecture, copied from a model folder (named configs: test_model.py)
+    assert main(["init-model", "--config", str(micro_dir), str(out), "--seed", "3", "--json"]) == 0
+    made = json.loads(capsys.readouterr().out)
+    assert made["parameters"] == M.num_parameters(micro_vae)
+    assert made["sha256"] != M.weights_sha256(micro_vae)  # new random weights, not a copy
+    assert M.load_vae(out).config.block_out_channels == [8, 16, 16, 16]
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["sha256"] == made["sha256"] and info["parameters"] == made["parameters"]
+    assert info["dtype"] == "float32" and info["stored_dtypes"] == ["F32"]
+    assert info["scaling_factor"] == 1.0 and info["downsampling"] == 8
+    assert main(["info", str(out)]) == 0
+    assert "sha256" in capsys.readouterr().out
+    one_line_error(capsys, ["init-model", "--config", "tiny", str(out)], "already exists")
+    assert main(["init-model", "--config", str(micro_dir), str(out), "--seed", "4", "--overwrite"]) == 0
+    assert M.weights_sha256(M.load_vae(out)) != made["sha256"]
+
+
+@pytest.mark.parametrize("case", ["missing", "text_png", "model_path", "unknown_config", "out_is_in",
+                                  "no_default"])
+def test_errors(tmp_path, capsys, micro_dir, small_png, monkeypatch, case):
+    out = str(tmp_path / "o.png")
+    if case == "missing":
+        one_line_error(capsys, ["roundtrip", str(tmp_path / "nope.png"), "-o", out, "--model", str(micro_dir)],
+                       "does not exist")
+    elif case == "text_png":
+        (tmp_path / "t.png").write_text("hello")
+        one_line_error(capsys, ["roundtrip", str(tmp_path / "t.png"), "-o", out, "--model", str(micro_dir)],
+                       "cannot read image")
+    elif case == "model_path":
+        (tmp_path / "junk").mkdir()
+        one_line_error(capsys, ["roundtrip", str(small_png), "-o", out, "--model", str(tmp_path / "junk")],
+                       "not a diffusers model folder")
+        one_line_error(capsys, ["info", str(tmp_path / "absent")], "does not exist")
+    elif case == "unknown_config":
+        one_line_error(capsys, ["init-model", "--config", "huge", str(tmp_path / "m")], "unknown config 'huge'")
+    elif case == "out_is_in":
+        before = small_png.read_bytes()
+        one_line_error(capsys, ["roundtrip", str(small_png), "-o", str(small_png), "--model", str(micro_dir)],
+                       "refusing to overwrite")
+        assert small_png.read_bytes() == before
+    else:
+        monkeypatch.setattr(M, "DEFAULT_MODEL_DIR", tmp_path / "none")
+        one_line_error(capsys, ["roundtrip", str(small_png), "-o", out], "init-model")
+
+
+def test_subprocess_error_has_no_traceback(tmp_path):
+    (tmp_path / "t.png").write_text("hello")
+    r = subprocess.run([sys.executable, "-m", "latentkit.cli", "roundtrip", str(tmp_path / "t.png"), "-o",
+                        str(tmp_path / "o.png"), "--model", str(tmp_path)], capture_output=True, text=True,
+                       timeout=600)  # the machine may be heavily shared
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr and r.stderr.strip().count("\n") == 0
+    assert "cannot read image" in r.stderr
+
+
+def test_help_everywhere(capsys):
+    for cmd in ("roundtrip", "info", "init-model"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        assert "usage: latentkit " + cmd in capsys.readouterr().out

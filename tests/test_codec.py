@@ -1,0 +1,152 @@
+"""The `.latent` codec: round trips, rate control, header size, side planes, model checks, CLI."""
+
+from __future__ import annotations
+
+import io as _io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image as PILImage
+
+from latentkit.codec import compress, decompress, entropy, format, quant
+from latentkit.codec.api import analyse, decode_latent
+from latentkit.errors import LatentkitError
+from latentkit.io import Image, from_pil, read_image
+
+from conftest import KODAK
+
+#: sum of the integer probability tables mod 1000003, recorded when format version 1 was frozen
+_TABLE_CHECKSUM = 270214
+
+
+@pytest.fixture(scope="module")
+def rand_image():
+    g = torch.Generator().manual_seed(1)
+    return Image(torch.rand(3, 37, 52, generator=g))
+
+
+@pytest.fixture(scope="module")
+def kodak_crop():
+    path = KODAK / "kodim05.png"
+    if not path.is_file():
+        pytest.skip("Kodak data not available")
+    return Image(read_image(path).rgb[:, 100:164, 200:296].contiguous())
+
+
+@pytest.mark.parametrize("quality", [1, 60, 100])
+def test_round_trip_latent_exact(micro_vae, rand_image, kodak_crop, quality):
+    for image in (rand_image, kodak_crop):
+        data = compress(image, micro_vae, quality=quality)
+        latent, sigma = analyse(image, micro_vae)
+        exps = quant.step_exponents(sigma, quality)
+        expected = quant.dequantize(quant.quantize(latent, exps), exps)
+        _, decoded = decode_latent(data, micro_vae)
+        assert torch.equal(decoded[0], torch.from_numpy(expected))
+        out = decompress(data, micro_vae)
+        assert out.rgb.shape == image.rgb.shape and 0 <= out.rgb.min() and out.rgb.max() <= 1
+
+
+def test_entropy_coder_round_trip_with_escapes():
+    rng = np.random.default_rng(0)
+    q = np.round(rng.laplace(0, 30, size=(4, 9, 13))).astype(np.int64)
+    q[1, 3, 4], q[2, 0, 0], q[3, 8, 12] = 400_000, -70, 5000  # escape classes
+    model, params, _ = entropy.choose_model(q)
+    data = entropy.encode_symbols(q, model, params)
+    assert np.array_equal(entropy.decode_symbols(data, q.shape, model, params), q)
+
+
+def test_tables_are_frozen():
+    probs, _ = entropy.tables()
+    assert probs.shape == (entropy.NUM_SCALES, entropy.ALPHABET)
+    assert np.all(probs >= 1) and np.all(probs == np.round(probs))  # integers, every symbol codable
+    # a checksum of the integer tables and step fractions: any change breaks existing files
+    assert int(probs.sum()) % 1_000_003 == _TABLE_CHECKSUM
+    assert quant.step_sizes(np.array([-8, 0, 8, 12])).tolist() == [0.5, 1.0, 2.0, np.float32(2 ** 1.5)]
+
+
+def test_bpp_decreases_with_quality(micro_vae, kodak_crop):
+    sizes = [len(compress(kodak_crop, micro_vae, quality=q)) for q in (10, 30, 50, 70, 90)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_bpp_target(micro_vae, kodak_crop):
+    n = kodak_crop.width * kodak_crop.height
+    top = len(compress(kodak_crop, micro_vae, quality=100)) * 8 / n
+    low = len(compress(kodak_crop, micro_vae, quality=1)) * 8 / n
+    target = (top + low) / 2
+    got = len(compress(kodak_crop, micro_vae, bpp=target)) * 8 / n
+    assert low <= got <= target
+    with pytest.raises(LatentkitError, match="cannot reach"):
+        compress(kodak_crop, micro_vae, bpp=low / 2)
+
+
+def test_header_overhead(micro_vae, kodak_crop):
+    data = compress(kodak_crop, micro_vae, quality=50)
+    assert len(data) - len(format.parse(data).payload) <= 32
+
+
+def test_bad_quality(micro_vae, rand_image):
+    for q in (0, 101, 2.5):
+        with pytest.raises(LatentkitError, match="quality"):
+            compress(rand_image, micro_vae, quality=q)
+
+
+def test_alpha_icc_gray_16bit_survive(micro_vae):
+    rng = np.random.default_rng(0)
+    rgba = PILImage.fromarray(rng.integers(0, 256, (21, 30, 4), dtype=np.uint8), "RGBA")
+    rgba.info["icc_profile"] = b"fake-icc" * 50
+    image = from_pil(rgba)
+    out = decompress(compress(image, micro_vae, quality=50), micro_vae)
+    assert np.array_equal(out.alpha, image.alpha) and out.icc_profile == image.icc_profile
+    la = from_pil(PILImage.fromarray(rng.integers(0, 256, (17, 9, 2), dtype=np.uint8), "LA"))
+    out = decompress(compress(la, micro_vae), micro_vae)
+    assert out.grayscale and np.array_equal(out.alpha, la.alpha)
+    g16 = from_pil(PILImage.fromarray(rng.integers(0, 65535, (16, 16), dtype=np.uint16)).convert("I;16"))
+    out = decompress(compress(g16, micro_vae), micro_vae)
+    assert out.grayscale and out.bit_depth == 16
+
+
+def test_wrong_model_refused(micro_vae, rand_image):
+    from latentkit.model import make_vae, model_id
+
+    other = make_vae(dict(micro_vae.config), seed=1).eval()
+    data = compress(rand_image, micro_vae)
+    with pytest.raises(LatentkitError, match=model_id(micro_vae).hex()):
+        decompress(data, other)
+
+
+def test_decode_bit_exact_across_runs(micro_vae, kodak_crop):
+    data = compress(kodak_crop, micro_vae, quality=60)
+    assert compress(kodak_crop, micro_vae, quality=60) == data
+    a, b = decompress(data, micro_vae), decompress(data, micro_vae)
+    assert torch.equal(a.rgb, b.rgb)
+
+
+def test_oversized_header_refused_before_allocation(micro_vae, rand_image):
+    c = format.parse(compress(rand_image, micro_vae))
+    c.width = c.height = 1 << 20
+    with pytest.raises(LatentkitError, match="oversized"):
+        format.parse(format.pack(c))
+
+
+def test_cli_encode_decode(micro_vae, tmp_path, capsys):
+    import json
+
+    from latentkit.cli import main
+    from latentkit.model import save_vae
+
+    model = save_vae(micro_vae, tmp_path / "m")
+    src = tmp_path / "in.png"
+    PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(src)
+    lat = tmp_path / "x.latent"
+    assert main(["encode", str(src), "-o", str(lat), "--quality", "30", "--model", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bytes"] == lat.stat().st_size and report["bpp"] == pytest.approx(report["bytes"] * 8 / 960)
+    out = tmp_path / "out.png"
+    assert main(["decode", str(lat), "-o", str(out), "--model", str(model)]) == 0
+    assert PILImage.open(out).size == (40, 24)
+    assert main(["encode", str(src), "-o", str(src), "--model", str(model)]) == 2  # never overwrite input
+    assert main(["decode", str(src), "-o", str(out), "--model", str(model)]) == 2  # foreign file
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err and "not a .latent file" in err and "Traceback" not in err

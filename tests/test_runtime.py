@@ -1,0 +1,37 @@
+"""The fast CPU path (latentkit.runtime) through model.encode/decode, on the micro model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from latentkit import model, runtime
+from latentkit.metrics.psnr import psnr
+
+
+def test_fast_dtype_follows_the_cpu():
+    assert runtime.fast_dtype("cpu", fast=False) is None
+    assert runtime.fast_dtype("cpu") == (torch.bfloat16 if runtime.cpu_has_bf16() else None)
+
+
+def test_prepare_input_is_channels_last_only_when_fast():
+    x = torch.rand(1, 3, 8, 8)
+    assert runtime.prepare_input(x).is_contiguous(memory_format=torch.channels_last)
+    assert runtime.prepare_input(x, fast=False) is x
+
+
+@pytest.mark.skipif(not runtime.cpu_has_bf16(), reason="no native bf16 on this CPU: fast path is fp32")
+def test_fast_path_close_to_fp32(micro_vae):
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 12, generator=g), size=(64, 96), mode="bicubic")
+    x = x.clamp(0, 1)
+    ref = model.decode(micro_vae, model.encode(micro_vae, x, fast=False), fast=False)
+    fast = model.decode(micro_vae, model.encode(micro_vae, x))
+    assert not torch.equal(ref, fast)  # really a different (bf16) path
+    assert psnr(ref, fast).item() > 35  # bf16 has 8 mantissa bits: ~48 dB per op, a few dB lost over the net
+
+
+def test_fast_path_is_deterministic(micro_vae, rand_images):
+    z1, z2 = model.encode(micro_vae, rand_images), model.encode(micro_vae, rand_images)
+    assert torch.equal(z1, z2) and z1.dtype == torch.float32 and z1.is_contiguous()
+    assert torch.equal(model.decode(micro_vae, z1), model.decode(micro_vae, z2))

@@ -1,0 +1,182 @@
+"""Training: losses, the loop on a micro model, exact resume, checkpoints, data loading, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from latentkit.cli import main
+from latentkit.model import load_vae, save_vae
+from latentkit.train.data import RandomCrops
+from latentkit.train.losses import PatchDiscriminator, adaptive_weight, generator_adv_loss, kl_divergence, kl_loss
+from latentkit.train.loop import TrainArgs, Trainer, train
+
+from conftest import MICRO_CONFIG
+
+
+@pytest.fixture(scope="module")
+def micro_config(tmp_path_factory) -> str:
+    from latentkit.model import config_dict
+
+    cfg = config_dict("tiny")
+    cfg.update(MICRO_CONFIG)
+    path = tmp_path_factory.mktemp("cfg") / "micro.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """Three smooth 48 x 64 images (one in a subfolder) and one unreadable .png."""
+    root = tmp_path_factory.mktemp("imgs")
+    (root / "sub").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:48, 0:64] / 64.0
+    for i, name in enumerate(["a.png", "b.jpg", "sub/c.png"]):
+        a = np.stack([np.sin(xx * (3 + i) + rng.uniform(0, 6)), np.cos(yy * (2 + i)), xx * yy], -1)
+        Image.fromarray(((a + 1) / 2 * 255).clip(0, 255).astype(np.uint8)).save(root / name)
+    (root / "broken.png").write_bytes(b"not an image at all")
+    return root
+
+
+def _args(micro_config: str, data: Path, out: Path, **kw) -> TrainArgs:
+    base = dict(data=str(data), out=str(out), config=micro_config, batch_size=2, crop=32, lr=1e-3, warmup=0,
+                perceptual_weight=0.0, disc_start=10**9, disc_width=8, disc_layers=2, mixed_precision="no",
+                channels_last=False, ckpt_every=1000, log_every=1, threads=1)
+    base.update(kw)
+    return TrainArgs(**base)
+
+
+def _losses(run: Path) -> list[tuple[int, str]]:
+    """(step, loss) of every training row of a run's log.csv, in file order."""
+    with open(run / "log.csv") as f:
+        return [(int(r["step"]), r["loss"]) for r in csv.DictReader(f) if r["loss"]]
+
+
+# -- losses --------------------------------------------------------------------------------------------------
+def test_kl_closed_form():
+    one, zero = torch.ones(1, 4, 2, 2), torch.zeros(1, 4, 2, 2)
+    assert torch.allclose(kl_divergence(one, zero), torch.full_like(one, 0.5))  # mu=1, sigma=1: 0.5 nats
+    assert torch.equal(kl_divergence(zero, zero), zero)  # mu=0, sigma=1: 0
+    logvar = torch.full_like(one, math.log(4.0))  # mu=0, sigma=2: 0.5 * (4 - 1 - ln 4)
+    assert kl_loss(zero, logvar).item() == pytest.approx(0.5 * (3 - math.log(4.0)), rel=1e-6)
+
+
+def test_free_bits_floor_per_channel():
+    mean = torch.zeros(2, 4, 3, 3, requires_grad=True)
+    mean.data[:, 0] = 2.0  # channel 0: 2 nats per element; channels 1-3: 0
+    kl = kl_loss(mean, torch.zeros_like(mean), free_bits=0.5)
+    assert kl.item() == pytest.approx((2.0 + 3 * 0.5) / 4)
+    kl.backward()
+    assert mean.grad[:, 1:].abs().sum() == 0  # under the floor: no pull towards the prior
+    assert mean.grad[:, 0].abs().sum() > 0
+
+
+def test_adaptive_weight_finite_positive(micro_vae):
+    vae = type(micro_vae).from_config(micro_vae.config)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+    disc = PatchDiscriminator(width=8, n_layers=2)
+    w = adaptive_weight((x - rec).abs().mean(), generator_adv_loss(disc(rec)), vae.decoder.conv_out.weight)
+    assert torch.isfinite(w) and w.item() > 0 and not w.requires_grad
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+def test_few_steps_on_one_batch_lower_rec_loss(micro_config, image_dir, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(_args(micro_config, image_dir, tmp_path / "run", sample_posterior=False,
+                                disc_start=3))
+    x = trainer.data.batch(2)
+    logs = [trainer.train_step(x) for _ in range(12)]
+    assert logs[-1]["rec"] < 0.8 * logs[0]["rec"]
+    assert all(math.isfinite(entry["d_weight"]) and entry["d_weight"] > 0 for entry in logs[3:])  # GAN from step 3
+
+
+def test_decoder_only_freezes_encoder(micro_config, image_dir, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(_args(micro_config, image_dir, tmp_path / "run", decoder_only=True))
+    enc = {k: v.clone() for k, v in trainer.vae.encoder.state_dict().items()}
+    dec = trainer.vae.decoder.conv_out.weight.detach().clone()
+    for _ in range(2):
+        trainer.train_step(trainer.data.batch(2))
+    assert all(torch.equal(v, trainer.vae.encoder.state_dict()[k]) for k, v in enc.items())
+    assert not torch.equal(dec, trainer.vae.decoder.conv_out.weight)
+
+
+def test_resume_continues_exactly(micro_config, image_dir, tmp_path):
+    """A run that died after step 5 but whose last checkpoint is step 3, resumed to step 8: the same losses
+    as one uninterrupted run (posterior samples, denoising noise, GAN on), and one log row per step."""
+    kw = dict(ckpt_every=3, disc_start=2, kl_weight=1e-2, denoise_sigma=0.05)
+    split = tmp_path / "split"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_args(micro_config, image_dir, tmp_path / "whole", steps=8, **kw))
+        train(_args(micro_config, image_dir, split, steps=5, **kw))
+        (split / "checkpoints" / "latest").write_text("step_0000003")  # as if killed before step 6
+        train(TrainArgs(out=str(split), steps=8), resume=True)
+    assert _losses(split) == _losses(tmp_path / "whole")
+    assert [s for s, _ in _losses(split)] == list(range(1, 9))
+
+
+def test_checkpoint_loads_and_exports(micro_config, image_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_args(micro_config, image_dir, run, steps=2, ckpt_every=1, keep=1))
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000002"]
+    vae = load_vae(run)
+    stock = AutoencoderKL.from_pretrained(save_vae(vae, tmp_path / "export"), local_files_only=True)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(vae(x, sample_posterior=False).sample, stock(x, sample_posterior=False).sample)
+
+
+def test_unreadable_file_skipped_with_one_warning(image_dir):
+    with pytest.warns(UserWarning) as record:
+        crops = RandomCrops(image_dir, crop=32)
+    hits = [w for w in record if "broken.png" in str(w.message)]
+    assert len(hits) == 1 and len(crops) == 3  # recursive: sub/c.png is found
+    b = crops.batch(4)
+    assert b.shape == (4, 3, 32, 32) and 0 <= b.min() and b.max() <= 1
+
+
+# -- CLI --------------------------------------------------------------------------------------------------------
+def test_cli_train_with_validation_then_eval_model(micro_config, image_dir, tmp_path, capsys):
+    run, val = tmp_path / "run", image_dir / "sub"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = main(["train", "--data", str(image_dir), "--val", str(val), "--config", micro_config, "--out",
+                   str(run), "--steps", "2", "--batch-size", "2", "--crop", "32", "--perceptual-weight", "0",
+                   "--val-every", "2", "--mixed-precision", "no", "--threads", "1"])
+    assert rc == 0
+    with open(run / "log.csv") as f:
+        val_rows = [r for r in csv.DictReader(f) if r["val_psnr"]]
+    assert len(val_rows) == 1 and 0 < float(val_rows[0]["val_psnr"]) < 100
+    assert (run / "val_step0000002.png").is_file() and (run / "checkpoints" / "best").is_file()
+
+    out = tmp_path / "eval.json"
+    assert main(["eval-model", "--model", str(run), "--data", str(val), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["file"] for r in result["images"]] == ["c.png"]
+    assert result["mean"]["psnr"] == pytest.approx(result["images"][0]["psnr"])
+    assert 0 < result["mean"]["lpips"] and -1 <= result["mean"]["ssim"] <= 1
+    assert "c.png" in capsys.readouterr().out
+
+
+def test_cli_train_errors_are_one_line(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "r")]) == 2
+    assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("latentkit: error:") for line in err)
