@@ -15,7 +15,7 @@ import torch
 import zstandard
 from tqdm import tqdm
 
-from latentkit.codec import api, entropy, quant
+from latentkit.codec import api, quant
 from latentkit.io import atomic_write, read_image
 from latentkit.metrics import lpips, psnr
 from latentkit.model import decode, load_vae

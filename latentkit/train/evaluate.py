@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
@@ -53,16 +52,3 @@ def format_table(result: dict) -> str:
         lines.append(f"{r['file']:<{width}}  {r['psnr']:8.2f}  {r['ssim']:6.4f}  {r['lpips']:6.4f}")
     return "\n".join(lines)
 
-
-def latent_scaling_factor(vae: AutoencoderKL, data: str | os.PathLike, crop: int = 256) -> float:
-    """1 / std of the posterior-mean latents over every image under `data` (recursive), each centre-cropped to
-    at most `crop` x `crop` pixels: the diffusers ``scaling_factor`` to store in an exported model's config.
-    Uses :func:`latentkit.pipeline.estimate_scale_factor`, which reads only a folder's top level itself."""
-    from ..pipeline import estimate_scale_factor
-
-    def cropped(f: Path) -> torch.Tensor:
-        x = read_image(f).batch()
-        top, left = max(0, (x.shape[-2] - crop) // 2), max(0, (x.shape[-1] - crop) // 2)
-        return x[..., top:top + crop, left:left + crop]
-
-    return estimate_scale_factor(vae, [cropped(f) for f in list_images(data)], sample=False)[0]
