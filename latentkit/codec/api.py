@@ -32,8 +32,9 @@ def analyse(image: Image, vae: AutoencoderKL) -> tuple[np.ndarray, np.ndarray]:
     """(posterior-mean latent C x h x w float32, per-channel posterior std C) of an image."""
     with quant.posterior_std_probe(vae) as stds:
         z = lkmodel.encode(vae, image.batch())[0].float().cpu().numpy()
-    sigma = torch.stack(stds).mean(0).numpy() if stds else np.ones(z.shape[0], np.float32)
-    return z, sigma
+    if not stds:  # the encoder path skipped the probed layer: a bug, never a reason to guess the steps
+        raise RuntimeError("the posterior std probe saw no encoder output")
+    return z, torch.stack(stds).mean(0).numpy()
 
 
 def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, sigma: np.ndarray, quality: int) -> bytes:

@@ -1,0 +1,59 @@
+"""The shipped default weights on a few real Kodak crops: they load, reconstruct well, and code compactly.
+
+Thresholds sit about 1.5 dB under what v0.1 measures (MODEL_CARD.md), so a broken export, a wrong
+scaling/normalisation or a damaged file fails, while retrained, better weights pass.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import latentkit
+from latentkit.codec import compress, decompress
+from latentkit.io import Image, read_image
+from latentkit.metrics import psnr
+from latentkit.model import DEFAULT_MODEL_DIR
+
+from conftest import KODAK
+
+CROPS = {"kodim03": 21.0, "kodim15": 23.5}  # min PSNR (dB) of a 256 px centre-right crop; v0.1: 22.7, 25.2
+
+
+@pytest.fixture(scope="module")
+def vae():
+    return latentkit.load_vae()
+
+
+def _crop(name: str) -> torch.Tensor:
+    return read_image(KODAK / f"{name}.png").rgb[:, 128:384, 256:512].contiguous()
+
+
+def test_default_weights_are_fp16_with_a_measured_scaling_factor(vae):
+    from safetensors import safe_open
+
+    with safe_open(DEFAULT_MODEL_DIR / "diffusion_pytorch_model.safetensors", "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
+    cfg = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert 0.05 < cfg["scaling_factor"] < 1.0 and cfg["scaling_factor"] != 0.18215
+    assert vae.config.latent_channels == 4 and len(vae.config.block_out_channels) == 4
+    assert (DEFAULT_MODEL_DIR / "MODEL_CARD.md").is_file()
+
+
+@pytest.mark.parametrize("name", sorted(CROPS))
+def test_default_weights_reconstruct_real_images(vae, name):
+    x = _crop(name)[None]
+    y = latentkit.reconstruct(vae, x)
+    assert float(psnr(x, y, quantize=True)) >= CROPS[name]
+
+
+def test_default_weights_codec_costs_little_quality(vae):
+    x = _crop("kodim03")
+    unquantized = float(psnr(x[None], latentkit.reconstruct(vae, x[None]), quantize=True))
+    data = compress(Image(x), vae, quality=60)
+    back = decompress(data, vae)
+    bpp = len(data) * 8 / (x.shape[1] * x.shape[2])
+    assert bpp < 1.0
+    assert float(psnr(x[None], back.rgb[None], quantize=True)) >= unquantized - 0.3
