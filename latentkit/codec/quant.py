@@ -22,7 +22,7 @@ from ..errors import LatentkitError
 #: steps are 2 ** (e / STEPS_PER_OCTAVE)
 STEPS_PER_OCTAVE = 8
 #: at this quality the step equals the posterior standard deviation
-QUALITY_PIVOT = 60
+QUALITY_PIVOT = 92
 EXP_MIN, EXP_MAX = -128, 127
 #: symbols are clipped to this magnitude (the entropy coder's range; far beyond any sane latent/step)
 MAX_SYMBOL = (1 << 19) - 1
