@@ -40,7 +40,7 @@ AUTO_TILE_ELEMENTS = 2 ** 26
 #: Tile core size in pixels (a multiple of 8).
 DEFAULT_TILE_PX = 512
 #: Above this many latent positions the mid-block attention uses pooled keys/values.
-DEFAULT_ATTN_MAX_TOKENS = 4096
+DEFAULT_ATTN_MAX_TOKENS = 65536
 #: Number of tiled passes (statistics are refined by all but the last; the last produces the output).
 DEFAULT_PASSES = 2
 
