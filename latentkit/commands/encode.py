@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..io import DEFAULT_MAX_PIXELS, atomic_write, read_image
+from .roundtrip import add_model_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rate.add_argument("--quality", type=int, default=75,
                       help="1..100, higher is better; the quantization step halves every 8 points (default 75)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel: the highest quality at or below it")
-    p.add_argument("--model", default=None, help="VAE weights (folder, run or file; default: shipped weights)")
+    add_model_args(p)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"refuse larger images (decompression-bomb guard, default {DEFAULT_MAX_PIXELS})")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -29,9 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..codec import compress
+    from ..model import load_vae
 
     image = read_image(args.input, args.max_pixels)
-    data = compress(image, args.model, quality=args.quality, bpp=args.bpp)
+    vae = load_vae(args.model, allow_pickle=args.allow_pickle)
+    data = compress(image, vae, quality=args.quality, bpp=args.bpp)
     atomic_write(args.output, lambda tmp: Path(tmp).write_bytes(data), inputs=(args.input,))
     report = {"output": str(args.output), "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
               "width": image.width, "height": image.height}
