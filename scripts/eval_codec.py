@@ -15,6 +15,7 @@ import torch
 import zstandard
 from tqdm import tqdm
 
+from latentkit.bench.rd import list_images
 from latentkit.codec import api, quant
 from latentkit.io import atomic_write, read_image
 from latentkit.metrics import lpips, psnr
@@ -31,7 +32,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     vae = load_vae(args.model)
-    files = sorted(Path(args.data).glob("*.png"))[:args.limit]
+    files = list_images(args.data, args.limit)
     rows = {q: [] for q in QUALITIES}
     ref_psnr, zstd_rows, times = [], {q: [] for q in QUALITIES}, []
     for f in tqdm(files, desc="images"):

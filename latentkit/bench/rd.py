@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import io as lkio
 from ..errors import LatentkitError
+from ..metrics.psnr import to_8bit_levels
 from .bdrate import bd_rate
 from .classic import CLASSIC
 
@@ -160,7 +161,7 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
     with tqdm(total=total, desc="rd sweep", unit="enc", disable=not progress) as bar:
         for path in images:
             image = lkio.read_image(path)
-            ref = _to_8bit(image.rgb)
+            ref = to_8bit_levels(image.rgb)
             for codec, roundtrip in roundtrips.items():
                 for q in qualities[codec]:
                     bar.set_postfix_str(f"{path.name} {codec} q{q}", refresh=False)
@@ -169,7 +170,7 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
                         raise RuntimeError(f"{codec} decoded {tuple(dec.shape)} for a {tuple(ref.shape)} image")
                     row = {"image": path.name, "codec": codec, "quality": q, "width": image.width,
                            "height": image.height, "bytes": len(data), "bpp": bpp(len(data), image.width, image.height)}
-                    row.update(measure(ref, _to_8bit(dec), nets, ms))
+                    row.update(measure(ref, to_8bit_levels(dec), nets, ms))
                     rows.append(row)
                     bar.update()
     return rows
@@ -178,10 +179,6 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
 def bpp(n_bytes: int, width: int, height: int) -> float:
     """Bits per pixel of a whole file of `n_bytes` for an original image of width x height."""
     return n_bytes * 8 / (width * height)
-
-
-def _to_8bit(rgb: torch.Tensor) -> torch.Tensor:
-    return (rgb.float().clamp(0, 1) * 255).round() / 255
 
 
 def mean_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> dict[str, dict[str, list[float]]]:

@@ -7,7 +7,7 @@
 """
 
 from .lpips import LPIPS, lpips
-from .psnr import psnr
+from .psnr import psnr, to_8bit_levels
 from .ssim import ms_ssim, ssim
 
-__all__ = ["psnr", "ssim", "ms_ssim", "lpips", "LPIPS"]
+__all__ = ["psnr", "ssim", "ms_ssim", "lpips", "LPIPS", "to_8bit_levels"]

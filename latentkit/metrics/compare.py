@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from .lpips import lpips
-from .psnr import psnr
+from .psnr import psnr, to_8bit_levels
 from .ssim import MS_SSIM_MIN_SIDE, ms_ssim, ssim
 
 #: the keys of each result, in display order
@@ -18,8 +18,7 @@ def compare(x: torch.Tensor, y: torch.Tensor, lpips_net: str = "squeeze") -> lis
     Both images are first rounded to 8-bit levels (what an 8-bit RGB file holds). ``ms_ssim`` is None when the
     shorter side is below 161 px (too small for its 5 scales).
     """
-    x = (x.float().clamp(0, 1) * 255).round() / 255
-    y = (y.float().clamp(0, 1) * 255).round() / 255
+    x, y = to_8bit_levels(x), to_8bit_levels(y)
     with torch.no_grad():
         values = {"psnr": psnr(x, y), "ssim": ssim(x, y), "lpips": lpips(x, y, lpips_net)}
         if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE:

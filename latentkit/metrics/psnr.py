@@ -5,6 +5,11 @@ from __future__ import annotations
 import torch
 
 
+def to_8bit_levels(x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] rounded to the 256 levels an 8-bit file holds (clamped first), still float in [0, 1]."""
+    return (x.float().clamp(0, 1) * 255).round() / 255
+
+
 def psnr(x: torch.Tensor, y: torch.Tensor, quantize: bool = False, eps: float = 1e-12) -> torch.Tensor:
     """PSNR in dB with peak 1.0 between images in [0, 1] (N x C x H x W); one value per image.
 
@@ -13,6 +18,6 @@ def psnr(x: torch.Tensor, y: torch.Tensor, quantize: bool = False, eps: float = 
     """
     x, y = x.float(), y.float()
     if quantize:
-        x, y = (x * 255).round() / 255, (y * 255).round() / 255
+        x, y = to_8bit_levels(x), to_8bit_levels(y)
     mse = (x - y).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / (mse + eps))

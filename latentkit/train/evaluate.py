@@ -28,14 +28,14 @@ def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike = KODAK,
     Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "lpips"}, ...],
     "mean": {"psnr", "ssim", "lpips"}}``; file names are relative to `data`.
     """
-    from ..metrics import lpips, psnr
+    from ..metrics import lpips, psnr, to_8bit_levels
     from ..metrics.ssim import ssim
 
     root = Path(data)
     rows = []
     for f in tqdm(list_images(root), desc="eval", unit="img", disable=not progress):
         x = read_image(f).batch().to(next(vae.parameters()).device)
-        y = (reconstruct(vae, x).float() * 255).round() / 255
+        y = to_8bit_levels(reconstruct(vae, x))
         x = x.float()
         rows.append({"file": str(f.relative_to(root)), "width": x.shape[-1], "height": x.shape[-2],
                      "psnr": psnr(x, y, quantize=True).item(), "ssim": ssim(x, y).item(),

@@ -264,7 +264,7 @@ class Trainer:
         return m.eval().requires_grad_(False).to(self.accel.device)
 
     def validate(self) -> dict[str, float]:
-        from ..metrics import psnr
+        from ..metrics import psnr, to_8bit_levels
         from ..metrics.lpips import lpips as lpips_fn
 
         m = self.ema_model()
@@ -274,7 +274,7 @@ class Trainer:
             if a is None:
                 continue
             x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(self.accel.device)
-            y = (reconstruct(m, x) * 255).round() / 255
+            y = to_8bit_levels(reconstruct(m, x))
             ps.append(psnr(x, y).item())
             lp.append(lpips_fn(x, y).item())
             if len(grid) < 4:
