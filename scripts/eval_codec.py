@@ -39,13 +39,13 @@ def main() -> None:
         img = read_image(f)
         x, n = img.batch(), img.width * img.height
         t0 = time.perf_counter()
-        latent, sigma = api.analyse(img, vae)
+        latent, gains = api.analyse(img, vae)
         t_model = time.perf_counter() - t0
         crop = lambda y: y[..., :img.height, :img.width]  # noqa: E731
         ref_psnr.append(float(psnr(crop(decode(vae, torch.from_numpy(latent)[None])), x)))
         for q in QUALITIES:
             t1 = time.perf_counter()
-            data = api.pack(img, vae, latent, sigma, q)
+            data = api.pack(img, vae, latent, gains, q)
             t_enc_entropy = time.perf_counter() - t1
             t2 = time.perf_counter()
             _, zq = api.decode_latent(data, vae)
@@ -54,7 +54,7 @@ def main() -> None:
             y = crop(decode(vae, zq))
             t_dec_model = time.perf_counter() - t3
             rows[q].append((len(data) * 8 / n, float(psnr(y, x)), float(lpips(y, x, net="squeeze"))))
-            sym = quant.quantize(latent, quant.step_exponents(sigma, q))
+            sym = quant.quantize(latent, quant.step_exponents(gains, q))
             # the baseline must be lossless too: 8-bit symbols where they fit, else 16-bit
             dtype = np.int8 if np.abs(sym).max() <= 127 else np.int16
             base = zstandard.ZstdCompressor(level=19).compress(sym.astype(dtype).tobytes())

@@ -123,15 +123,9 @@ def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path,
                                                          restore_threads):
     from latentkit.model import save_vae
 
-    codecs = ["jpeg", "webp", "avif", "jxl"]
-    try:
-        import latentkit.codec  # noqa: F401
-
-        model = save_vae(micro_vae, tmp_path / "micro")
-        codecs.append("latent")
-        extra = ["--model", str(model), "--qualities", "latent=10,90"]
-    except ImportError:  # the latent codec is not in this tree yet
-        extra = []
+    codecs = ["jpeg", "webp", "avif", "jxl", "latent"]
+    model = save_vae(micro_vae, tmp_path / "micro")
+    extra = ["--model", str(model), "--qualities", "latent=10,90"]
     out = tmp_path / "results"
     rc = main(["bench", "rd", "--data", str(tiny_dataset), "--out", str(out), "--codecs", ",".join(codecs),
                "--qualities", "jpeg=10,60", "--qualities", "webp=10,60", "--qualities", "avif=20,50",
@@ -153,8 +147,24 @@ def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path,
     assert bdr == printed
     assert set(bdr["jpeg"]) == set(codecs) - {"jpeg"}
     assert set(bdr["jpeg"]["webp"]) == {"psnr", "msssim", "lpips_squeeze"}
-    if "latent" in codecs:
-        assert set(bdr["latent"]) == {"jpeg", "webp", "avif", "jxl"}
+    assert set(bdr["latent"]) == {"jpeg", "webp", "avif", "jxl"}
     assert "| webp |" in (out / "bdrate.md").read_text()
     for m in ("psnr", "msssim", "lpips_squeeze"):
         assert (out / f"rd_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # re-run only the latent codec (other qualities), reusing the classic codecs' points of the first run
+    again = tmp_path / "again"
+    assert main(["bench", "rd", "--data", str(tiny_dataset), "--out", str(again), "--codecs", "latent",
+                 "--reuse", str(out), "--lpips-nets", "squeeze", "--quiet", "--no-plots", "--json", *extra[:2],
+                 "--qualities", "latent=20,80"]) == 0
+    capsys.readouterr()
+    rows2 = list(csv.DictReader(open(again / "points.csv")))
+    assert [r for r in rows2 if r["codec"] != "latent"] == [r for r in rows if r["codec"] != "latent"]
+    assert sorted({r["quality"] for r in rows2 if r["codec"] == "latent"}) == ["20", "80"]
+    assert set(json.loads((again / "bdrate.json").read_text())["jpeg"]) == {"webp", "avif", "jxl", "latent"}
+    # an earlier run that lacks an image is refused with one line
+    (tiny_dataset / "img2.png").write_bytes((tiny_dataset / "img0.png").read_bytes())
+    assert main(["bench", "rd", "--data", str(tiny_dataset), "--out", str(again), "--codecs", "latent",
+                 "--reuse", str(out / "points.csv"), "--quiet", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "no jpeg points for img2.png" in err and "Traceback" not in err

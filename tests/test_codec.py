@@ -37,8 +37,8 @@ def kodak_crop():
 def test_round_trip_latent_exact(micro_vae, rand_image, kodak_crop, quality):
     for image in (rand_image, kodak_crop):
         data = compress(image, micro_vae, quality=quality)
-        latent, sigma = analyse(image, micro_vae)
-        exps = quant.step_exponents(sigma, quality)
+        latent, gains = analyse(image, micro_vae)
+        exps = quant.step_exponents(gains, quality)
         expected = quant.dequantize(quant.quantize(latent, exps), exps)
         _, decoded = decode_latent(data, micro_vae)
         assert torch.equal(decoded[0], torch.from_numpy(expected))

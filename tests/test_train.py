@@ -143,6 +143,23 @@ def test_checkpoint_loads_and_exports(micro_config, image_dir, tmp_path):
         assert torch.equal(vae(x, sample_posterior=False).sample, stock(x, sample_posterior=False).sample)
 
 
+def test_init_from_a_model_folder_checkpoints_and_validates(micro_config, image_dir, tmp_path, micro_vae):
+    """Fine-tuning from a diffusers folder (whose config carries a Path in ``_name_or_path``) checkpoints, and its
+    validation writes a row and a grid."""
+    init = save_vae(micro_vae, tmp_path / "init")
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_args(micro_config, image_dir, run, steps=2, ckpt_every=1, init=str(init), val=str(image_dir / "sub"),
+                    val_every=2))
+    assert json.loads((run / "checkpoints" / "step_0000002" / "config.json").read_text())["block_out_channels"] \
+        == list(MICRO_CONFIG["block_out_channels"])
+    assert load_vae(run).config.latent_channels == 4
+    with open(run / "log.csv") as f:
+        assert [r["step"] for r in csv.DictReader(f) if r["val_psnr"]] == ["2"]
+    assert (run / "val_step0000002.png").is_file()
+
+
 def test_unreadable_file_skipped_with_one_warning(image_dir):
     with pytest.warns(UserWarning) as record:
         crops = RandomCrops(image_dir, crop=32)

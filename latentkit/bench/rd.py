@@ -32,8 +32,8 @@ from .classic import CLASSIC
 
 LATENT = "latent"
 CODECS = (LATENT, *CLASSIC)
-#: The latent codec's quality runs 1..100; the default sweep covers all of it.
-LATENT_QUALITIES = (1, 10, 25, 40, 55, 70, 85, 100)
+#: The latent codec's quality runs 1..100; the default sweep covers all of it, densest at the low end.
+LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
 ANCHORS = ("jpeg", LATENT)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -250,13 +250,48 @@ def parse_qualities(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[
     return out
 
 
+_INT_FIELDS = {"quality", "width", "height", "bytes"}
+
+
+def load_points(path: str | os.PathLike, images: Sequence[Path], exclude: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``points.csv`` for `images` (matched by file name), except codecs in `exclude`.
+
+    Raises :class:`LatentkitError` if the file is missing or unreadable, or if a codec in it lacks an image."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "points.csv"
+    try:
+        with open(path, newline="") as f:
+            raw = list(csv.DictReader(f))
+        rows = [{k: (int(v) if k in _INT_FIELDS else v if k in ("image", "codec") else float(v))
+                 for k, v in r.items()} for r in raw]
+    except FileNotFoundError:
+        raise LatentkitError(f"--reuse: {path} not found (a points.csv written by an earlier bench rd)") from None
+    except (OSError, ValueError, TypeError, csv.Error) as e:
+        raise LatentkitError(f"--reuse: cannot read {path}: {e}") from None
+    names = {p.name for p in images}
+    rows = [r for r in rows if r["codec"] not in exclude and r["image"] in names]
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        missing = names - {r["image"] for r in rows if r["codec"] == codec}
+        if missing:
+            raise LatentkitError(f"--reuse: {path} has no {codec} points for {', '.join(sorted(missing)[:3])}"
+                                 f"{' ...' if len(missing) > 3 else ''}")
+    if not rows:
+        raise LatentkitError(f"--reuse: {path} has no points for these images besides the codecs being run")
+    return rows
+
+
 def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence[str] = CODECS,
            model: Any = None, qualities: dict[str, Sequence[int]] | None = None,
            nets: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
-           plots: bool = True, progress: bool = True) -> RDResult:
-    """The whole benchmark: sweep, write points/curves/BD-rates/plots into `out_dir` (created if needed)."""
+           plots: bool = True, progress: bool = True, reuse: str | os.PathLike | None = None) -> RDResult:
+    """The whole benchmark: sweep, write points/curves/BD-rates/plots into `out_dir` (created if needed).
+
+    ``reuse``: an earlier run's folder or ``points.csv``; its points of the codecs not in `codecs` join the
+    results (same images, same metrics), e.g. to re-run only the latent codec after retraining."""
     check_codecs(codecs)
     images = list_images(data, limit)
+    reused = load_points(reuse, images, codecs) if reuse is not None else []
     qualities = dict(qualities) if qualities else parse_qualities(None, codecs)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -265,12 +300,18 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     roundtrips = {c: (latent_roundtrip(model, device) if c == LATENT else classic_roundtrip(c)) for c in codecs}
     rows = sweep(images, roundtrips, qualities, nets, progress)
     metrics = [k for k in rows[0] if k == "psnr" or k == "msssim" or k.startswith("lpips_")]
+    if reused:
+        lacking = [m for m in metrics if m not in reused[0]]
+        if lacking:
+            raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
+        rows += [{k: r[k] for k in rows[0]} for r in reused]
     curves = mean_curves(rows, metrics)
     bdr = bd_rates(curves, metrics)
     out.mkdir(parents=True, exist_ok=True)
     result = RDResult(rows, curves, bdr, metrics)
     meta = {"data": str(Path(data)), "images": len(images), "model": _model_name(model) if LATENT in codecs else None,
-            "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()}}
+            "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
+            "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
     result.files += [
         _write_csv(out / "points.csv", rows, images),
         _write_text(out / "curves.json", json.dumps({"meta": meta, "curves": curves}, indent=1), images),

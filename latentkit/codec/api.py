@@ -12,7 +12,7 @@ from diffusers import AutoencoderKL
 from .. import model as lkmodel
 from ..errors import LatentkitError
 from ..io import DEFAULT_MAX_PIXELS, Image
-from . import entropy, format, quant
+from . import allocate, entropy, format, quant
 
 VaeArg = AutoencoderKL | str | os.PathLike | None
 
@@ -29,17 +29,14 @@ def latent_shape(vae: AutoencoderKL, width: int, height: int) -> tuple[int, int,
 
 
 def analyse(image: Image, vae: AutoencoderKL) -> tuple[np.ndarray, np.ndarray]:
-    """(posterior-mean latent C x h x w float32, per-channel posterior std C) of an image."""
-    with quant.posterior_std_probe(vae) as stds:
-        z = lkmodel.encode(vae, image.batch())[0].float().cpu().numpy()
-    if not stds:  # the encoder path skipped the probed layer: a bug, never a reason to guess the steps
-        raise RuntimeError("the posterior std probe saw no encoder output")
-    return z, torch.stack(stds).mean(0).numpy()
+    """(posterior-mean latent C x h x w float32, per-channel decoder gains C) of an image."""
+    z = lkmodel.encode(vae, image.batch())[0].float().cpu().numpy()
+    return z, allocate.decoder_gains(vae, z)
 
 
-def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, sigma: np.ndarray, quality: int) -> bytes:
+def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, gains: np.ndarray, quality: int) -> bytes:
     """The `.latent` bytes for an analysed image (see :func:`analyse`) at one quality (1..100)."""
-    exponents = quant.step_exponents(sigma, quality)
+    exponents = quant.step_exponents(gains, quality)
     symbols = quant.quantize(latent, exponents)
     model, params, _ = entropy.choose_model(symbols)
     payload = entropy.encode_symbols(symbols, model, params)
@@ -51,25 +48,26 @@ def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, sigma: np.ndarray
 def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | None = None) -> bytes:
     """Encode an image to `.latent` bytes.
 
-    ``quality``: integer 1..100, higher is better (the quantization step halves every 8 points).
+    ``quality``: integer 1..100, higher is better (the quantization steps halve every 16 points; see
+    :mod:`latentkit.codec.quant`).
     ``bpp``: if given, the quality is searched (bisection) for the largest file of at most ``bpp`` bits per
     pixel (whole file bytes x 8 / (width x height)); raises :class:`LatentkitError` if even quality 1 is larger.
     """
     vae = resolve_vae(vae)
-    latent, sigma = analyse(image, vae)
+    latent, gains = analyse(image, vae)
     if bpp is None:
-        return pack(image, vae, latent, sigma, quant.check_quality(quality))
+        return pack(image, vae, latent, gains, quant.check_quality(quality))
     budget = bpp * image.width * image.height / 8  # bytes
     lo, hi, best = 1, 100, None
     while lo <= hi:
         mid = (lo + hi) // 2
-        data = pack(image, vae, latent, sigma, mid)
+        data = pack(image, vae, latent, gains, mid)
         if len(data) <= budget:
             best, lo = data, mid + 1
         else:
             hi = mid - 1
     if best is None:
-        smallest = len(pack(image, vae, latent, sigma, 1)) * 8 / (image.width * image.height)
+        smallest = len(pack(image, vae, latent, gains, 1)) * 8 / (image.width * image.height)
         raise LatentkitError(f"cannot reach {bpp} bpp: the smallest file (quality 1) is {smallest:.4f} bpp")
     return best
 

@@ -2,27 +2,28 @@
 
 The step of channel ``c`` is ``2 ** (e_c / 8)`` with an integer exponent ``e_c`` in [-128, 127] that the
 file carries (one byte per channel), so the decoder never recomputes a float the encoder chose. The encoder
-picks ``e_c = round(8 * log2(sigma_c)) + (QUALITY_PIVOT - quality)``: ``sigma_c`` is the posterior's mean
-standard deviation in channel ``c`` (how much noise the decoder was trained to tolerate there), and each
-quality point halves/doubles the step every 8 points. Quality is an integer 1..100, higher is better.
+picks ``e_c = round(8 * log2(k / sqrt(g_c)))`` with ``g_c`` the decoder's gain for channel ``c``
+(:mod:`latentkit.codec.allocate`: every channel then adds the same pixel error) and the noise level
+``k = 2 ** ((QUALITY_PIVOT - quality) / QUALITY_PER_OCTAVE)``: the quantization adds about
+``C * k**2 / 12`` of mean squared error to the decoded [0, 1] image (to first order: about 53 dB PSNR at
+quality 100, 16 dB at quality 1 for a 4-channel model). Quality is an integer 1..100, higher is better; every
+``QUALITY_PER_OCTAVE`` points halve the steps.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from decimal import Decimal, getcontext
-from typing import Iterator
 
 import numpy as np
-import torch
 
 from ..errors import LatentkitError
 
 #: steps are 2 ** (e / STEPS_PER_OCTAVE)
 STEPS_PER_OCTAVE = 8
-#: at this quality the step equals the posterior standard deviation
-QUALITY_PIVOT = 92
+#: quality points per halving of the steps, and the quality at which k = 1
+QUALITY_PER_OCTAVE = 16
+QUALITY_PIVOT = -28
 EXP_MIN, EXP_MAX = -128, 127
 #: symbols are clipped to this magnitude (the entropy coder's range; far beyond any sane latent/step)
 MAX_SYMBOL = (1 << 19) - 1
@@ -51,10 +52,17 @@ def check_quality(quality: int) -> int:
     return int(quality)
 
 
-def step_exponents(sigma: np.ndarray, quality: int) -> np.ndarray:
-    """Per-channel step exponents (int64, in [-128, 127]) for posterior standard deviations ``sigma`` (> 0)."""
-    base = np.round(STEPS_PER_OCTAVE * np.log2(np.maximum(sigma.astype(np.float64), 1e-30)))
-    return np.clip(base + (QUALITY_PIVOT - check_quality(quality)), EXP_MIN, EXP_MAX).astype(np.int64)
+def noise_level(quality: int) -> float:
+    """``k`` of a quality: the RMS pixel error (images in [0, 1]) each latent channel's quantization adds,
+    times sqrt(12)."""
+    return 2.0 ** ((QUALITY_PIVOT - check_quality(quality)) / QUALITY_PER_OCTAVE)
+
+
+def step_exponents(gains: np.ndarray, quality: int) -> np.ndarray:
+    """Per-channel step exponents (int64, in [-128, 127]) for decoder gains ``gains`` (> 0, see
+    :func:`latentkit.codec.allocate.decoder_gains`): steps ``k / sqrt(g_c)`` rounded to the 2^(1/8) grid."""
+    log_steps = math.log2(noise_level(quality)) - 0.5 * np.log2(np.maximum(gains.astype(np.float64), 1e-30))
+    return np.clip(np.round(STEPS_PER_OCTAVE * log_steps), EXP_MIN, EXP_MAX).astype(np.int64)
 
 
 def quantize(latent: np.ndarray, exponents: np.ndarray) -> np.ndarray:
@@ -67,22 +75,3 @@ def quantize(latent: np.ndarray, exponents: np.ndarray) -> np.ndarray:
 def dequantize(symbols: np.ndarray, exponents: np.ndarray) -> np.ndarray:
     """Integer symbols C x h x w -> float32 latent ``symbols * step_c`` (exact: the same on every run)."""
     return symbols.astype(np.float32) * step_sizes(exponents)[:, None, None]
-
-
-@contextmanager
-def posterior_std_probe(vae: torch.nn.Module) -> Iterator[list[torch.Tensor]]:
-    """While active, every encoder pass of `vae` (tiled or not) appends its per-channel mean posterior std
-    (a C-vector) to the yielded list. It taps the moments (mean, logvar) where diffusers forms the posterior:
-    after ``quant_conv`` if the model has one, else after the encoder."""
-    tap = vae.quant_conv if getattr(vae, "quant_conv", None) is not None else vae.encoder
-    found: list[torch.Tensor] = []
-
-    def hook(_module, _inputs, moments):
-        logvar = moments.float().chunk(2, dim=1)[1].clamp(-30.0, 20.0)  # diffusers' clamp
-        found.append(torch.exp(0.5 * logvar).mean(dim=(0, 2, 3)).cpu())
-
-    handle = tap.register_forward_hook(hook)
-    try:
-        yield found
-    finally:
-        handle.remove()

@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     rd.add_argument("--device", default=None, help="torch device for the latent codec's model (default: cpu)")
     rd.add_argument("--threads", type=int, default=None, metavar="N",
                     help="torch CPU threads (default: torch's choice; 1 is much faster on a busy machine)")
+    rd.add_argument("--reuse", default=None, metavar="DIR",
+                    help="an earlier run's folder (or its points.csv): its points of the codecs not in --codecs join "
+                         "the results, e.g. re-run only the latent codec after retraining")
     rd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     rd.add_argument("--json", action="store_true",
                     help="print the BD-rates as JSON on stdout instead of the markdown tables")
@@ -64,7 +67,8 @@ def run_rd(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     result = sweep(args.data, args.out, codecs=codecs, model=args.model,
                    qualities=parse_qualities(args.qualities, codecs), nets=_split(args.lpips_nets),
-                   limit=args.limit, device=args.device, plots=not args.no_plots, progress=not args.quiet)
+                   limit=args.limit, device=args.device, plots=not args.no_plots, progress=not args.quiet,
+                   reuse=args.reuse)
     if args.json:
         print(json.dumps(json_bdrates(result.bdrates), indent=1))
     else:

@@ -19,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output .latent file (written atomically)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=int, default=75,
-                      help="1..100, higher is better; the quantization step halves every 8 points (default 75)")
+                      help="1..100, higher is better; every 16 points halve the quantization steps, which are set "
+                           "so that each latent channel adds the same pixel error (default 75)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel: the highest quality at or below it")
     add_model_args(p)
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,

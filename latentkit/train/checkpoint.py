@@ -28,7 +28,9 @@ def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, d
     name = f"step_{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckdir))
     cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
-    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    # the architecture only: diffusers' private keys (``_name_or_path`` of an --init model is a Path) stay out
+    arch = {k: v for k, v in config.items() if not k.startswith("_")}
+    (tmp / "config.json").write_text(json.dumps(arch, indent=2))
     save_file(cpu(model_sd), tmp / "model.safetensors")
     save_file(cpu(ema_sd), tmp / "ema.safetensors")
     save_file(cpu(disc_sd), tmp / "disc.safetensors")

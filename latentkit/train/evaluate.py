@@ -6,7 +6,10 @@ their means. What ``latentkit eval-model`` and ``scripts/eval_model.py`` report,
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+
+import torch
 
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
@@ -20,6 +23,18 @@ KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 METRICS = ("psnr", "ssim", "lpips")
 
 
+def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
+                    progress: bool = True) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """For every image under `data` (recursive png/jpg/webp, sorted): (file name relative to `data`, the image
+    1 x 3 x H x W in [0, 1], its posterior-mean reconstruction rounded to 8-bit levels), on the model's device."""
+    from ..metrics import to_8bit_levels
+
+    root = Path(data)
+    for f in tqdm(list_images(root), desc="eval", unit="img", disable=not progress):
+        x = read_image(f).batch().to(next(vae.parameters()).device).float()
+        yield str(f.relative_to(root)), x, to_8bit_levels(reconstruct(vae, x))
+
+
 def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike = KODAK,
                     progress: bool = True) -> dict:
     """Reconstruct every image under `data` (recursive png/jpg/webp) through the posterior mean.
@@ -28,20 +43,14 @@ def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike = KODAK,
     Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "lpips"}, ...],
     "mean": {"psnr", "ssim", "lpips"}}``; file names are relative to `data`.
     """
-    from ..metrics import lpips, psnr, to_8bit_levels
+    from ..metrics import lpips, psnr
     from ..metrics.ssim import ssim
 
-    root = Path(data)
-    rows = []
-    for f in tqdm(list_images(root), desc="eval", unit="img", disable=not progress):
-        x = read_image(f).batch().to(next(vae.parameters()).device)
-        y = to_8bit_levels(reconstruct(vae, x))
-        x = x.float()
-        rows.append({"file": str(f.relative_to(root)), "width": x.shape[-1], "height": x.shape[-2],
-                     "psnr": psnr(x, y, quantize=True).item(), "ssim": ssim(x, y).item(),
-                     "lpips": lpips(x, y).item()})
+    rows = [{"file": name, "width": x.shape[-1], "height": x.shape[-2], "psnr": psnr(x, y, quantize=True).item(),
+             "ssim": ssim(x, y).item(), "lpips": lpips(x, y).item()}
+            for name, x, y in reconstructions(vae, data, progress)]
     mean = {k: sum(r[k] for r in rows) / len(rows) for k in METRICS}
-    return {"data": str(root), "images": rows, "mean": mean}
+    return {"data": str(Path(data)), "images": rows, "mean": mean}
 
 
 def format_table(result: dict) -> str:

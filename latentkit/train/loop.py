@@ -21,10 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LatentkitError
-from ..io import atomic_write
+from ..io import atomic_write, read_image
 from ..model import config_dict, load_vae, make_vae, num_parameters, reconstruct
+from ..runtime import cpu_has_bf16
 from . import checkpoint
-from .data import Prefetcher, RandomCrops, list_images, load_rgb
+from .data import Prefetcher, RandomCrops, list_images
 from .ema import EMA
 from .losses import (PatchDiscriminator, adaptive_weight, generator_adv_loss, hinge_d_loss, kl_loss,
                      reconstruction_loss)
@@ -74,13 +75,11 @@ class TrainArgs:
     extra: dict = field(default_factory=dict)
 
 
-def _bf16_supported() -> bool:
+def bf16_supported() -> bool:
+    """Whether bf16 autocast runs natively here (a CUDA GPU with bf16, or a CPU with avx512_bf16/AMX)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:  # noqa: BLE001
-        return False
+    return cpu_has_bf16()
 
 
 def lr_at(args: TrainArgs, step: int) -> float:
@@ -148,7 +147,7 @@ class Trainer:
             torch.set_num_threads(args.threads)
         mp = args.mixed_precision
         if mp == "auto":
-            mp = "bf16" if _bf16_supported() else "no"
+            mp = "bf16" if bf16_supported() else "no"
         self.accel = Accelerator(mixed_precision=mp)
         torch.manual_seed(args.seed)
         random.seed(args.seed)
@@ -202,6 +201,8 @@ class Trainer:
             if self.accel.is_main_process:
                 _truncate_log(self.run / "log.csv", self.step)
         self.val_files = list_images(args.val) if args.val else []
+        for f in self.val_files:  # an unreadable validation image fails now, not an hour into the run
+            read_image(f)
         self._forward = torch.compile(self.ae) if args.compile else self.ae
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / "args.json").write_text(json.dumps(asdict(args), indent=2))
@@ -264,17 +265,14 @@ class Trainer:
         return m.eval().requires_grad_(False).to(self.accel.device)
 
     def validate(self) -> dict[str, float]:
-        from ..metrics import psnr, to_8bit_levels
+        """PSNR (8-bit) and LPIPS-squeeze of the EMA weights on the validation images at full resolution, and a
+        grid of centre crops (original | reconstruction) written to the run folder."""
+        from ..metrics import psnr
         from ..metrics.lpips import lpips as lpips_fn
+        from .evaluate import reconstructions
 
-        m = self.ema_model()
         ps, lp, grid = [], [], []
-        for f in self.val_files:
-            a = load_rgb(f)
-            if a is None:
-                continue
-            x = torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float().div(255).to(self.accel.device)
-            y = to_8bit_levels(reconstruct(m, x))
+        for _, x, y in reconstructions(self.ema_model(), self.args.val, progress=False):
             ps.append(psnr(x, y).item())
             lp.append(lpips_fn(x, y).item())
             if len(grid) < 4:

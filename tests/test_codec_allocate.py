@@ -1,0 +1,69 @@
+"""Step allocation: decoder gains per latent channel, and steps that make every channel add equal error."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from latentkit.codec import quant
+from latentkit.codec.allocate import decoder_gains
+from latentkit.model import decode, encode
+
+
+@pytest.fixture(scope="module")
+def latent(micro_vae):
+    g = torch.Generator().manual_seed(3)
+    x = torch.nn.functional.interpolate(torch.rand(1, 3, 12, 16, generator=g), size=(96, 128), mode="bicubic")
+    return encode(micro_vae, x.clamp(0, 1), fast=False)[0].numpy()
+
+
+def test_ignored_channel_costs_no_bits(micro_vae, latent):
+    vae = copy.deepcopy(micro_vae)
+    with torch.no_grad():
+        vae.post_quant_conv.weight[:, 2] = 0  # the decoder no longer sees channel 2
+    gains = decoder_gains(vae, latent)
+    assert gains[2] == pytest.approx(1e-12) and np.all(gains[[0, 1, 3]] > 1e-9)
+    for q in (1, 50, 100):
+        exps = quant.step_exponents(gains, q)
+        symbols = quant.quantize(latent, exps)
+        assert not symbols[2].any() and symbols[[0, 1, 3]].any()  # all zeros there, detail elsewhere
+
+
+def test_gains_follow_the_decoder_not_the_latent_units(micro_vae, latent):
+    # doubling the decoder's weights on channel 1 while halving channel 1 of the latent decodes the same image;
+    # the gain must quadruple and the step halve (8 exponent units), i.e. the same step in the old units
+    vae = copy.deepcopy(micro_vae)
+    with torch.no_grad():
+        vae.post_quant_conv.weight[:, 1] *= 2
+    halved = latent.copy()
+    halved[1] /= 2
+    g_a, g_b = decoder_gains(micro_vae, latent), decoder_gains(vae, halved)
+    assert g_b[1] == pytest.approx(4 * g_a[1], rel=1e-3)
+    assert np.allclose(g_b[[0, 2, 3]], g_a[[0, 2, 3]], rtol=1e-3)
+    ea, eb = quant.step_exponents(g_a, 40), quant.step_exponents(g_b, 40)
+    assert eb[1] == ea[1] - quant.STEPS_PER_OCTAVE and np.array_equal(eb[[0, 2, 3]], ea[[0, 2, 3]])
+
+
+def test_every_channel_adds_about_the_same_error(micro_vae, latent):
+    gains = decoder_gains(micro_vae, latent)
+    q = 80
+    exps = quant.step_exponents(gains, q)
+    z = torch.from_numpy(latent)[None]
+    base = decode(micro_vae, z, fast=False)
+    added = []
+    for c in range(latent.shape[0]):
+        zq = latent.copy()
+        zq[c] = quant.dequantize(quant.quantize(latent, exps), exps)[c]
+        added.append(float((decode(micro_vae, torch.from_numpy(zq)[None], fast=False) - base).pow(2).mean()))
+    predicted = quant.noise_level(q) ** 2 / 12  # per channel, to first order
+    assert max(added) / min(added) < 2.5
+    assert 0.3 < np.mean(added) / predicted < 3
+
+
+def test_quality_scale_halves_the_steps_every_16_points():
+    gains = np.array([1e-4, 1e-3, 1e-2, 1e-1])
+    assert np.array_equal(quant.step_exponents(gains, 20) - quant.step_exponents(gains, 36), [8] * 4)
+    assert np.all(np.diff(quant.step_exponents(gains, 50)) < 0)  # more sensitive channel, finer step
