@@ -36,11 +36,11 @@ def decoder_gains(vae: AutoencoderKL, latent: np.ndarray) -> np.ndarray:
     y0, x0 = max(0, (h - CROP) // 2), max(0, (w - CROP) // 2)
     z = torch.from_numpy(np.ascontiguousarray(latent[:, y0:y0 + CROP, x0:x0 + CROP], dtype=np.float32))
     noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
-    steps = REL_STEP * z.flatten(1).std(1).clamp_min(1e-3)
+    steps = REL_STEP * z.flatten(1).std(1, correction=0).clamp_min(1e-3)  # a 1 x 1 latent: 0, not NaN
     batch = z.repeat(C + 1, 1, 1, 1)
     for c in range(C):
         batch[c + 1, c] += steps[c] * noise[c]
     p = next(vae.parameters())
     out = lkmodel.decode(vae, batch.to(p.device), fast=False, tile=False).double().cpu()
     mse = (out[1:] - out[:1]).pow(2).mean(dim=(1, 2, 3))
-    return np.maximum((mse / steps.double() ** 2).numpy(), _FLOOR)
+    return np.maximum(np.nan_to_num((mse / steps.double() ** 2).numpy(), nan=_FLOOR), _FLOOR)
