@@ -19,7 +19,7 @@ import zstandard
 from tqdm import tqdm
 
 from latentkit.bench.rd import LATENT_QUALITIES, list_images
-from latentkit.codec import allocate, api, quant
+from latentkit.codec import allocate, api, format, quant
 from latentkit.io import atomic_write, read_image
 from latentkit.metrics import lpips, psnr
 from latentkit.model import decode, encode, load_vae
@@ -59,7 +59,7 @@ def main() -> None:
             y = crop(decode(vae, zq))
             t_dec_model = time.perf_counter() - t3
             rows[q].append((len(data) * 8 / n, float(psnr(y, x)), float(lpips(y, x, net="squeeze"))))
-            sym = quant.quantize(latent, quant.step_exponents(gains, q))
+            sym = quant.quantize(latent, format.parse(data).exponents)  # the symbols in the file
             # the baseline must be lossless too: 8-bit symbols where they fit, else 16-bit
             dtype = np.int8 if np.abs(sym).max() <= 127 else np.int16
             base = zstandard.ZstdCompressor(level=19).compress(sym.astype(dtype).tobytes())

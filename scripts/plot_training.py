@@ -1,6 +1,13 @@
-"""Plot a training run's validation PSNR and LPIPS against wall-clock hours (the quality-per-CPU-hour curve).
+"""The default model's quality-per-CPU-hour curve: validation PSNR and LPIPS-squeeze against cumulative training
+hours, over every training session of the shipped weights.
 
-    python scripts/plot_training.py runs/default/log.csv -o docs/img/training_curve.png
+    python scripts/plot_training.py weights/default/val_history.csv -o docs/img/training_curve.png
+    python scripts/plot_training.py weights/default/val_history.csv --append runs/default/log.csv \\
+        --hardware "2 cores, AVX2, fp32" -o docs/img/training_curve.png
+
+The history CSV (session, hardware, steps, hours, val_psnr, val_lpips; steps and hours cumulative) is the
+record; ``--append`` adds a finished session's validation rows from its run's ``log.csv`` (steps and hours
+counted on from the history's last row) and rewrites the CSV atomically.
 """
 
 from __future__ import annotations
@@ -16,28 +23,68 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from latentkit.io import atomic_write  # noqa: E402
 
+FIELDS = ["session", "hardware", "steps", "hours", "val_psnr", "val_lpips"]
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("log", help="a run's log.csv")
-    ap.add_argument("-o", "--out", required=True, help="PNG to write")
-    args = ap.parse_args()
-    with open(args.log, newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("val_psnr")]
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def append_run(history: list[dict[str, str]], log: str, hardware: str) -> list[dict[str, str]]:
+    """The history plus the validation rows of one run's log.csv, as the next session."""
+    rows = [r for r in read_csv(log) if r.get("val_psnr")]
     if not rows:
-        raise SystemExit(f"{args.log} has no validation rows yet")
-    hours = [float(r["wall_s"]) / 3600 for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(hours, [float(r["val_psnr"]) for r in rows], "o-", color="C0")
-    ax.set_xlabel("training wall-clock hours (2 CPU cores)")
-    ax.set_ylabel("val PSNR (dB)", color="C0")
+        raise SystemExit(f"{log} has no validation rows")
+    last = history[-1] if history else {"session": "0", "steps": "0", "hours": "0"}
+    session, steps0, hours0 = int(last["session"]) + 1, int(last["steps"]), float(last["hours"])
+    return history + [{"session": str(session), "hardware": hardware, "steps": str(steps0 + int(r["step"])),
+                       "hours": f"{hours0 + float(r['wall_s']) / 3600:.2f}", "val_psnr": f"{float(r['val_psnr']):.2f}",
+                       "val_lpips": f"{float(r['val_lpips']):.3f}"} for r in rows]
+
+
+def plot(history: list[dict[str, str]], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
     ax2 = ax.twinx()
-    ax2.plot(hours, [float(r["val_lpips"]) for r in rows], "s--", color="C3")
+    for i, s in enumerate(dict.fromkeys(r["session"] for r in history)):
+        rows = [r for r in history if r["session"] == s]
+        h = [float(r["hours"]) for r in rows]
+        ax.plot(h, [float(r["val_psnr"]) for r in rows], "o-", color=f"C{2 * i}",
+                label=f"PSNR, session {s}: {rows[0]['hardware']}")
+        ax2.plot(h, [float(r["val_lpips"]) for r in rows], "s--", color="C3", label="LPIPS-squeeze" if i == 0 else None)
+        if i:
+            ax.axvline(h[0], color="gray", lw=0.8, ls=":")
+    lines = ax.get_legend_handles_labels()
+    lines2 = ax2.get_legend_handles_labels()
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
+    ax.set_xlabel("cumulative training wall-clock hours (2 CPU cores)")
+    ax.set_ylabel("val PSNR (dB)", color="C0")
     ax2.set_ylabel("val LPIPS-squeeze", color="C3")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    atomic_write(Path(args.out), lambda p: fig.savefig(p, dpi=110, format="png"))
-    print(f"wrote {args.out} ({len(rows)} validation points)")
+    atomic_write(out, lambda p: fig.savefig(p, dpi=110, format="png"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("history", help="the validation history CSV (weights/default/val_history.csv)")
+    ap.add_argument("--append", metavar="LOG_CSV", help="add this run's validation rows as a new session")
+    ap.add_argument("--hardware", default="", help="with --append: the machine it ran on, for the plot")
+    ap.add_argument("-o", "--out", required=True, help="PNG to write")
+    args = ap.parse_args()
+    history = read_csv(args.history)
+    if args.append:
+        history = append_run(history, args.append, args.hardware)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=FIELDS)
+                w.writeheader()
+                w.writerows(history)
+
+        atomic_write(Path(args.history), write)
+    plot(history, Path(args.out))
+    print(f"wrote {args.out} ({len(history)} validation points)")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from latentkit.codec import quant
-from latentkit.codec.allocate import decoder_gains
+from latentkit.codec.allocate import choose_exponents, decoder_gains
 from latentkit.model import decode, encode
 
 
@@ -79,3 +79,21 @@ def test_tiny_images_get_finite_steps_and_round_trip(micro_vae, size):
     gains = decoder_gains(micro_vae, z)
     assert np.all(np.isfinite(gains)) and np.all(gains > 0)
     assert decompress(compress(image, micro_vae, quality=50), micro_vae).rgb.shape == (3, *size)
+
+
+def test_rd_search_keeps_the_high_rate_rule_at_high_rate_and_coarsens_monotonically(micro_vae, latent):
+    gains = decoder_gains(micro_vae, latent)
+    assert np.abs(choose_exponents(latent, gains, 100) - quant.step_exponents(gains, 100)).max() <= 3
+    exps = np.stack([choose_exponents(latent, gains, q) for q in (1, 20, 40, 60, 80, 100)])
+    assert np.all(np.diff(exps, axis=0) <= 0)  # higher quality: no channel gets a coarser step
+
+
+def test_rd_search_zeroes_a_channel_not_worth_its_bits():
+    # channel 1 is white noise (costly to code) that the decoder barely sees: at low quality the search must
+    # drop it (all symbols zero) although the high-rate rule would still code it
+    rng = np.random.default_rng(0)
+    z = np.stack([np.cumsum(rng.normal(size=(32, 48)), 1) * 0.3, rng.normal(0, 4, size=(32, 48))]).astype(np.float32)
+    gains = np.array([1e-3, 3e-4])
+    q = 12
+    assert quant.quantize(z, quant.step_exponents(gains, q))[1].any()
+    assert not quant.quantize(z, choose_exponents(z, gains, q))[1].any()

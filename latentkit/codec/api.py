@@ -36,7 +36,7 @@ def analyse(image: Image, vae: AutoencoderKL) -> tuple[np.ndarray, np.ndarray]:
 
 def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, gains: np.ndarray, quality: int) -> bytes:
     """The `.latent` bytes for an analysed image (see :func:`analyse`) at one quality (1..100)."""
-    exponents = quant.step_exponents(gains, quality)
+    exponents = allocate.choose_exponents(latent, gains, quality)
     symbols = quant.quantize(latent, exponents)
     model, params, _ = entropy.choose_model(symbols)
     payload = entropy.encode_symbols(symbols, model, params)

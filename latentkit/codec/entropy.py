@@ -156,14 +156,17 @@ def wavefronts(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def _residuals(q: np.ndarray) -> np.ndarray:
+def residuals(q: np.ndarray) -> np.ndarray:
+    """MED prediction residuals (int64, h x w) of one channel's symbols q (h x w)."""
     h, w = q.shape
     left, up, upleft = _shifted(q)
     cols, rows = np.meshgrid(np.arange(w), np.arange(h))
     return q - med_predict(left, up, upleft, cols > 0, rows > 0)
 
 
-def _activity(absr: np.ndarray, prev: np.ndarray) -> np.ndarray:
+def activity(absr: np.ndarray, prev: np.ndarray | int) -> np.ndarray:
+    """Causal activity ``2|r_left| + 2|r_up| + |r_upleft| + prev`` from absolute residuals (h x w) and the
+    previous channel's co-located absolute residuals (h x w, or 0 for the first channel)."""
     left, up, upleft = _shifted(absr)
     return 2 * left + 2 * up + upleft + prev
 
@@ -172,29 +175,45 @@ def _scale_index(lga: np.ndarray, model: int, param: int) -> np.ndarray:
     return np.clip(((model * lga) >> 3) + (param - PARAM_BIAS), 0, NUM_SCALES - 1)
 
 
+def _context_histogram(r: np.ndarray, prev: np.ndarray | int) -> tuple[np.ndarray, float]:
+    """(counts of (lg activity, alphabet symbol) pairs, bits of the escape offsets) of one channel's residuals."""
+    sym, _, size = to_symbols(np.clip(r, -MAX_RESIDUAL, MAX_RESIDUAL))
+    sym = sym.ravel()
+    lga = lg(activity(np.abs(r), prev)).ravel()
+    pair = np.bincount(lga * ALPHABET + sym, minlength=(lga.max() + 1) * ALPHABET).reshape(-1, ALPHABET)
+    return pair, float(np.log2(size[size > 0]).sum())
+
+
+def _param_costs(pair: np.ndarray, model: int) -> np.ndarray:
+    """Code length in bits (escape offsets excluded) of a context histogram for each of the 256 params."""
+    _, bits = tables()
+    cands = np.arange(256)
+    costs = np.zeros(256)
+    for g in np.nonzero(pair.sum(1))[0]:
+        costs += bits[_scale_index(np.full(256, g), model, cands)] @ pair[g]
+    return costs
+
+
+def channel_bits(q: np.ndarray, model: int = 8) -> float:
+    """Estimated code length in bits of one channel's symbols (h x w) on its own (no previous channel), with
+    context `model` and the best param: what the encoder would pay, within a few bytes."""
+    pair, escape_bits = _context_histogram(residuals(q), 0)
+    return float(_param_costs(pair, model).min()) + escape_bits
+
+
 def choose_model(q: np.ndarray) -> tuple[int, np.ndarray, dict[int, float]]:
     """Pick the entropy model for symbols C x h x w by exact code length.
 
     Returns (model, per-channel params uint8, estimated payload bits per model). ``model`` 0 is static,
     1..MAX_MODEL the context model with slope ``model / 8``.
     """
-    _, bits = tables()
-    res = [_residuals(q[c]) for c in range(q.shape[0])]
-    cands = np.arange(256)
+    res = [residuals(q[c]) for c in range(q.shape[0])]
     est = np.zeros(MAX_MODEL + 1)
     params = np.zeros((MAX_MODEL + 1, len(res)), dtype=np.uint8)
     for c, r in enumerate(res):
-        sym, _, size = to_symbols(np.clip(r, -MAX_RESIDUAL, MAX_RESIDUAL))
-        sym = sym.ravel()
-        escape_bits = float(np.log2(size[size > 0]).sum())
-        prev = np.abs(res[c - 1]) if c else np.zeros_like(r)
-        lga = lg(_activity(np.abs(r), prev)).ravel()
-        pair = np.bincount(lga * ALPHABET + sym, minlength=(lga.max() + 1) * ALPHABET).reshape(-1, ALPHABET)
-        used = np.nonzero(pair.sum(1))[0]
+        pair, escape_bits = _context_histogram(r, np.abs(res[c - 1]) if c else 0)
         for m in range(MAX_MODEL + 1):
-            costs = np.zeros(256)
-            for g in used:
-                costs += bits[_scale_index(np.full(256, g), m, cands)] @ pair[g]
+            costs = _param_costs(pair, m)
             params[m, c] = int(np.argmin(costs))
             est[m] += float(costs.min()) + escape_bits
     best = int(np.argmin(est))
@@ -209,11 +228,11 @@ def encode_symbols(q: np.ndarray, model: int, params: np.ndarray) -> bytes:
     C, h, w = q.shape
     prev = np.zeros((h, w), dtype=np.int64)
     for c in range(C):
-        r = _residuals(q[c])
+        r = residuals(q[c])
         if np.abs(r).max(initial=0) > MAX_RESIDUAL:
             raise LatentkitError("latent symbols out of range: use a lower quality")
         sym, off, size = to_symbols(r)
-        s_idx = _scale_index(lg(_activity(np.abs(r), prev)), model, int(params[c]))
+        s_idx = _scale_index(lg(activity(np.abs(r), prev)), model, int(params[c]))
         for rows, cols in wavefronts(h, w):
             enc.encode(sym[rows, cols], fam, probs[s_idx[rows, cols]])
             esc = size[rows, cols] > 0
