@@ -52,8 +52,9 @@ def plot(history: list[dict[str, str]], out: Path) -> None:
         ax.plot(h, [float(r["val_psnr"]) for r in rows], "o-", color=f"C{2 * i}",
                 label=f"PSNR, session {s}: {rows[0]['hardware']}")
         ax2.plot(h, [float(r["val_lpips"]) for r in rows], "s--", color="C3", label="LPIPS-squeeze" if i == 0 else None)
-        if i:
-            ax.axvline(h[0], color="gray", lw=0.8, ls=":")
+        if i:  # where this session started: the previous one's last point
+            ax.axvline(prev_end, color="gray", lw=0.8, ls=":")
+        prev_end = h[-1]
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")

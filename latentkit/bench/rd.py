@@ -81,20 +81,22 @@ def classic_roundtrip(name: str) -> Roundtrip:
 
 
 def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
-    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights)."""
-    try:
-        from ..codec import compress, decompress
-    except ImportError:
-        raise LatentkitError("the latent codec (latentkit.codec.compress) is not available in this install; "
-                             "leave 'latent' out of --codecs") from None
+    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights).
+
+    The encoder pass and the decoder gains of the image last seen are reused across its qualities (what
+    ``compress`` would compute again each time); the bytes are the same."""
     from diffusers import AutoencoderKL
 
+    from ..codec import api, decompress
     from ..model import load_vae
 
     vae = model if isinstance(model, AutoencoderKL) else load_vae(model, device=device)
+    last: dict[str, Any] = {}
 
     def roundtrip(image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
-        data = compress(image, vae, quality=quality)
+        if last.get("image") is not image:
+            last.update(image=image, analysed=api.analyse(image, vae))
+        data = api.pack(image, vae, *last["analysed"], quality)
         return data, decompress(data, vae).rgb
 
     return roundtrip
