@@ -70,14 +70,14 @@ def choose_exponents(latent: np.ndarray, gains: np.ndarray, quality: int) -> np.
     crop = latent[:, y0:y0 + SEARCH_CROP, x0:x0 + SEARCH_CROP].astype(np.float32)
     out = start.copy()
     for c in range(C):
-        z = crop[c]
+        z, z64 = crop[c], crop[c].astype(np.float64)  # float32 rounds as quant.quantize does; float64 for the error
         costs: dict[int, float] = {}
 
         def cost(e: int) -> float:
             if e not in costs:
                 step = quant.step_sizes(np.array([e]))[0]
                 q = np.clip(np.rint(z / step), -quant.MAX_SYMBOL, quant.MAX_SYMBOL).astype(np.int64)
-                err = float(np.mean((z.astype(np.float64) - q * np.float64(step)) ** 2))
+                err = float(np.mean((z64 - q * np.float64(step)) ** 2))
                 costs[e] = gains[c] * err + lam * entropy.channel_bits(q) / q.size
             return costs[e]
 
