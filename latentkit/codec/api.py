@@ -38,10 +38,10 @@ def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, gains: np.ndarray
     """The `.latent` bytes for an analysed image (see :func:`analyse`) at one quality (1..100)."""
     exponents = allocate.choose_exponents(latent, gains, quality)
     symbols = quant.quantize(latent, exponents)
-    model, params, _ = entropy.choose_model(symbols)
-    payload = entropy.encode_symbols(symbols, model, params)
+    plan = entropy.choose_model(symbols)
+    payload = entropy.encode_symbols(symbols, plan)
     return format.pack(format.Container(
-        image.width, image.height, exponents, model, params, lkmodel.model_id(vae), payload, image.alpha,
+        image.width, image.height, exponents, plan.model, plan.params, lkmodel.model_id(vae), payload, image.alpha,
         image.icc_profile, image.grayscale, image.bit_depth))
 
 

@@ -1,4 +1,4 @@
-"""The ``.latent`` container (version 1); byte layout in docs/latent-format.md.
+"""The ``.latent`` container (version 2); byte layout in docs/latent-format.md.
 
 ``pack`` and ``parse`` only move bytes: no model, no entropy coding. ``parse`` validates everything it
 reads (magic, version, checksum, sizes, side planes) and raises :class:`LatentkitError` with one line.
@@ -15,7 +15,7 @@ from ..errors import LatentkitError
 from ..io import DEFAULT_MAX_PIXELS
 
 MAGIC = b"LK"
-VERSION = 1
+VERSION = 2
 MODEL_ID_BYTES = 8
 MAX_ICC_BYTES = 1 << 24
 F_ALPHA, F_ICC, F_GRAY, F_16BIT = 1, 2, 4, 8
