@@ -1,9 +1,11 @@
 """Rate-distortion and speed figures of the `.latent` codec on a folder of images (default: Kodak).
 
-    python scripts/eval_codec.py --model runs/default [--data DIR] [--limit N] [--json OUT]
+    python scripts/eval_codec.py --model runs/default [--data DIR] [--limit N] [--sizes-only] [--json OUT]
 
 Prints a markdown table (bpp, PSNR, LPIPS-squeeze and bytes saved against zstd per quality) and the timings;
---json also writes every figure as JSON.
+--json also writes every figure as JSON. --sizes-only decodes only at qualities 50 (timings) and 100 (the gap to
+the unquantized reconstruction): several times faster, without the PSNR/LPIPS rows (`latentkit bench rd` has
+them).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/kodak"))
     ap.add_argument("--limit", type=int, default=None, help="use the first N images")
+    ap.add_argument("--sizes-only", action="store_true", help="decode only at qualities 50 and 100")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     vae = load_vae(args.model)
@@ -52,6 +55,14 @@ def main() -> None:
             t1 = time.perf_counter()
             data = api.pack(img, vae, latent, gains, q)
             t_enc_entropy = time.perf_counter() - t1
+            sym = quant.quantize(latent, format.parse(data).exponents)  # the symbols in the file
+            # the baseline must be lossless too: 8-bit symbols where they fit, else 16-bit
+            dtype = np.int8 if np.abs(sym).max() <= 127 else np.int16
+            base = zstandard.ZstdCompressor(level=19).compress(sym.astype(dtype).tobytes())
+            zstd_rows[q].append(len(base) * 8 / n)
+            if args.sizes_only and q not in (50, QUALITIES[-1]):
+                rows[q].append((len(data) * 8 / n, np.nan, np.nan))
+                continue
             t2 = time.perf_counter()
             _, zq = api.decode_latent(data, vae)
             t_dec_entropy = time.perf_counter() - t2
@@ -59,18 +70,15 @@ def main() -> None:
             y = crop(decode(vae, zq))
             t_dec_model = time.perf_counter() - t3
             rows[q].append((len(data) * 8 / n, float(psnr(y, x)), float(lpips(y, x, net="squeeze"))))
-            sym = quant.quantize(latent, format.parse(data).exponents)  # the symbols in the file
-            # the baseline must be lossless too: 8-bit symbols where they fit, else 16-bit
-            dtype = np.int8 if np.abs(sym).max() <= 127 else np.int16
-            base = zstandard.ZstdCompressor(level=19).compress(sym.astype(dtype).tobytes())
-            zstd_rows[q].append(len(base) * 8 / n)
             if q == 50:  # timing at a mid quality
                 times.append((t_model + t_enc_entropy, t_enc_entropy, t_dec_entropy + t_dec_model, t_dec_entropy,
                               t_gains))
     out = {"model": str(args.model), "images": len(files), "sweep": [], "posterior_mean_psnr": float(np.mean(ref_psnr))}
     for q in QUALITIES:
         a = np.array(rows[q])
-        out["sweep"].append({"quality": q, "bpp": a[:, 0].mean(), "psnr": a[:, 1].mean(), "lpips_squeeze": a[:, 2].mean(),
+        finite = lambda v: None if np.isnan(v) else float(v)  # noqa: E731  (not decoded: --sizes-only)
+        out["sweep"].append({"quality": q, "bpp": a[:, 0].mean(), "psnr": finite(a[:, 1].mean()),
+                             "lpips_squeeze": finite(a[:, 2].mean()),
                              "zstd_symbols_bpp": float(np.mean(zstd_rows[q]))})
     out["gap_at_top_quality_db"] = out["posterior_mean_psnr"] - out["sweep"][-1]["psnr"]
     # at equal PSNR = the same quantized symbols: our whole file vs the bare symbols (8- or 16-bit) + zstd -19
@@ -91,8 +99,9 @@ def markdown(out: dict) -> str:
     sw = out["sweep"]
     row = lambda name, f: f"| {name} | " + " | ".join(f(s) for s in sw) + " |"  # noqa: E731
     lines = [row("quality", lambda s: str(s["quality"])), "|---|" + "---|" * len(sw),
-             row("bpp", lambda s: f"{s['bpp']:.3f}"), row("PSNR (dB)", lambda s: f"{s['psnr']:.2f}"),
-             row("LPIPS-squeeze", lambda s: f"{s['lpips_squeeze']:.3f}"),
+             row("bpp", lambda s: f"{s['bpp']:.3f}"),
+             row("PSNR (dB)", lambda s: "-" if s["psnr"] is None else f"{s['psnr']:.2f}"),
+             row("LPIPS-squeeze", lambda s: "-" if s["lpips_squeeze"] is None else f"{s['lpips_squeeze']:.3f}"),
              row("bytes saved vs symbols + zstd -19", lambda s: f"{100 * (1 - s['bpp'] / s['zstd_symbols_bpp']):.0f}%"),
              "",
              f"{out['images']} images; unquantized posterior mean {out['posterior_mean_psnr']:.2f} dB, top quality "
