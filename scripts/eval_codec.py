@@ -74,9 +74,9 @@ def main() -> None:
                 times.append((t_model + t_enc_entropy, t_enc_entropy, t_dec_entropy + t_dec_model, t_dec_entropy,
                               t_gains))
     out = {"model": str(args.model), "images": len(files), "sweep": [], "posterior_mean_psnr": float(np.mean(ref_psnr))}
+    finite = lambda v: None if np.isnan(v) else float(v)  # noqa: E731  (NaN: not decoded, --sizes-only)
     for q in QUALITIES:
         a = np.array(rows[q])
-        finite = lambda v: None if np.isnan(v) else float(v)  # noqa: E731  (not decoded: --sizes-only)
         out["sweep"].append({"quality": q, "bpp": a[:, 0].mean(), "psnr": finite(a[:, 1].mean()),
                              "lpips_squeeze": finite(a[:, 2].mean()),
                              "zstd_symbols_bpp": float(np.mean(zstd_rows[q]))})
