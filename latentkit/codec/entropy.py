@@ -234,16 +234,12 @@ def _rounded(mu: np.ndarray) -> np.ndarray:
     return (mu + (1 << (WEIGHT_SHIFT - 1))) >> WEIGHT_SHIFT
 
 
-def fit_weights(q: np.ndarray, prev: np.ndarray | None, robust: bool = True) -> list[np.ndarray]:
+def fit_weights(q: np.ndarray, nbrs: np.ndarray, robust: bool = True) -> list[np.ndarray]:
     """Candidate predictor weights (int64, len(NEIGHBOURS); units of 1/64) of one channel's symbols (h x w)
-    given the previous channel's (or None): the least-squares fit and, if `robust`, a least-absolute-deviations
-    fit (a few reweighted least-squares rounds; Laplace residuals favour it); all zeros for an all-zero plane.
-    Encoder only: the weights travel in the file."""
-    h, w = q.shape
-    rows, cols = _grid(h, w)
-    a = neighbours(q, prev, rows, cols).T.astype(np.float64)
-    if prev is None:
-        a[:, NEIGHBOURS.index("prev")] = 0
+    from their neighbours (:func:`neighbours` over the whole plane in raster order): the least-squares fit and,
+    if `robust`, a least-absolute-deviations fit (a few reweighted least-squares rounds; Laplace residuals
+    favour it); all zeros for an all-zero plane. Encoder only: the weights travel in the file."""
+    a = nbrs.T.astype(np.float64)
     y = q.ravel().astype(np.float64)
     if not np.any(y):
         return [np.zeros(len(NEIGHBOURS), dtype=np.int64)]
@@ -273,11 +269,11 @@ def _weight_bits(weights: np.ndarray) -> float:
 class _Channel:
     """One channel's coding plan: residual symbols, offset indices and log-activities, flattened raster order."""
 
-    def __init__(self, q: np.ndarray, prev: np.ndarray | None, prev_err: np.ndarray | None, weights: np.ndarray):
+    def __init__(self, q: np.ndarray, nbrs: np.ndarray, prev_err: np.ndarray | None, weights: np.ndarray):
         h, w = q.shape
         rows, cols = _grid(h, w)
         self.weights = weights
-        mu, self.offset = _predict(neighbours(q, prev, rows, cols), weights)
+        mu, self.offset = _predict(nbrs, weights)
         self.r = q.ravel() - _rounded(mu)
         if np.abs(self.r).max(initial=0) > MAX_RESIDUAL:
             raise LatentkitError("latent symbols out of range: use a lower quality")
@@ -321,14 +317,15 @@ def _channels(q: np.ndarray, weights: np.ndarray | None = None) -> list[_Channel
     """Coding plans of every channel; with `weights` None, each channel's weights are the cheapest of the
     default and the fitted ones (by the code length with model 8)."""
     out: list[_Channel] = []
+    rows, cols = _grid(*q.shape[1:])
     for c in range(q.shape[0]):
-        prev = q[c - 1] if c else None
+        nbrs = neighbours(q[c], q[c - 1] if c else None, rows, cols)
         prev_err = out[-1].err if c else None
         if weights is not None:
-            out.append(_Channel(q[c], prev, prev_err, weights[c]))
+            out.append(_Channel(q[c], nbrs, prev_err, weights[c]))
             continue
-        cands = [_Channel(q[c], prev, prev_err, wts)
-                 for wts in [np.array(DEFAULT_WEIGHTS)] + fit_weights(q[c], prev)]
+        cands = [_Channel(q[c], nbrs, prev_err, wts)
+                 for wts in [np.array(DEFAULT_WEIGHTS)] + fit_weights(q[c], nbrs)]
         out.append(min(cands, key=lambda ch: _param_costs(ch.cells(), [8]).min() + ch.side_bits()))
     return out
 
@@ -337,7 +334,8 @@ def channel_bits(q: np.ndarray, model: int = 8) -> float:
     """Estimated code length in bits of one channel's symbols (h x w) on its own (no previous channel), with
     least-squares weights, context `model` and the best floor and param: what the encoder would pay, within a few
     bytes (it may find slightly shorter codes). Fast enough for the encoder's rate-distortion search."""
-    ch = _Channel(q, None, None, fit_weights(q, None, robust=False)[0])
+    nbrs = neighbours(q, None, *_grid(*q.shape))
+    ch = _Channel(q, nbrs, None, fit_weights(q, nbrs, robust=False)[0])
     return float(_param_costs(ch.cells(), [model]).min()) + ch.side_bits()
 
 
