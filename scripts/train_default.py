@@ -1,11 +1,12 @@
 """Train (or continue training) the shipped default model on ../shared/data/train.
 
-    python scripts/train_default.py --out runs/default [--steps N] [--hours H]
+    python scripts/train_default.py --out runs/default [--steps N]
 
 Resumes from RUN/checkpoints when they exist; otherwise starts from the shipped weights/default EMA weights
-when present (200 warm-up steps, LPIPS on from the start, then one cosine learning-rate cycle over --steps,
-sized to fit one working session on 2 CPU cores), else from scratch. Export the result with
-`latentkit export runs/default weights/default --dtype fp16` (see weights/default/MODEL_CARD.md).
+when present (2 crops of 256 px a step, 100 warm-up steps to lr 3e-4, LPIPS on from the start, then one
+cosine learning-rate cycle over --steps, sized to fit one working session on 2 CPU cores), else from scratch.
+Export the result with `latentkit export runs/default weights/default --dtype fp16` (see
+weights/default/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ RECIPE = dict(config="tiny", batch_size=8, crop=128, lr=5e-4, warmup=300, percep
               perceptual_start=1500, kl_weight=1e-6, disc_start=50000, ckpt_every=250, val_every=500, threads=2)
 # Continuing from the shipped weights: a warm restart, then a cosine decay to lr / 20 (SGDR-style cycles, one
 # per session), so every session ends on a low learning rate and its last checkpoint is worth shipping.
-CONTINUE = dict(warmup=100, perceptual_start=0, schedule="cosine", min_lr_ratio=0.05)
+# From v0.4 on the cycles see 256x256 crops (2 per step: the same pixels per step as 8 x 128x128), so the
+# decoder's mid-block attention and group norms are trained on larger fields, closer to full-size images.
+CONTINUE = dict(warmup=100, perceptual_start=0, schedule="cosine", min_lr_ratio=0.05, crop=256, batch_size=2,
+                lr=3e-4)
 
 
 def main() -> None:
