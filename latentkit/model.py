@@ -232,6 +232,9 @@ def save_vae(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype 
         tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it private (0700)
         model = vae if dtype is None else _copy_as(vae, dtype)
         model.save_pretrained(tmp, safe_serialization=True)
+        cfg = json.loads((tmp / "config.json").read_text())
+        if cfg.pop("_name_or_path", None) is not None:  # where it was loaded from: a local path, not shipped
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
         if out.exists():
             keep = [p for p in out.iterdir() if p.name not in ("config.json", WEIGHTS_FILE)]
             for p in keep:  # e.g. MODEL_CARD.md stays

@@ -111,6 +111,15 @@ def test_save_loads_in_stock_diffusers(tmp_path, micro_vae):
     assert M.weights_sha256(stock) == M.weights_sha256(micro_vae)
 
 
+def test_resave_of_a_loaded_folder_does_not_record_its_path(tmp_path, micro_vae):
+    """A model loaded from a folder remembers that path in its config; an export must not ship it."""
+    first = M.save_vae(micro_vae, tmp_path / "private" / "m")
+    for dtype in (None, torch.float16):
+        again = M.save_vae(M.load_vae(first), tmp_path / f"again_{dtype}", dtype=dtype)
+        cfg = json.loads((again / "config.json").read_text())
+        assert "_name_or_path" not in cfg and "private" not in json.dumps(cfg)
+
+
 def test_save_keeps_other_files_and_overwrites_weights(tmp_path, micro_vae):
     out = tmp_path / "m"
     M.save_vae(M.make_vae(M.config_dict("tiny") | {"block_out_channels": (8, 8, 8, 8), "norm_num_groups": 4}), out)

@@ -17,7 +17,9 @@ from latentkit.cli import main
 from latentkit.model import load_vae, save_vae
 from latentkit.train.data import RandomCrops
 from latentkit.train.losses import PatchDiscriminator, adaptive_weight, generator_adv_loss, kl_divergence, kl_loss
-from latentkit.train.loop import TrainArgs, Trainer, train
+from latentkit.train import checkpoint
+from latentkit.train.ema import EMA
+from latentkit.train.loop import TrainArgs, Trainer, steps_for_budget, train
 
 from conftest import MICRO_CONFIG
 
@@ -126,6 +128,36 @@ def test_resume_continues_exactly(micro_config, image_dir, tmp_path):
         train(TrainArgs(out=str(split), steps=8), resume=True)
     assert _losses(split) == _losses(tmp_path / "whole")
     assert [s for s, _ in _losses(split)] == list(range(1, 9))
+
+
+def test_steps_for_budget():
+    # 40 steps took 20 s, 0.5 s a step from here: 95% of 120 s leaves 94 s = 188 more steps
+    assert steps_for_budget(40, 20.0, 0.5, 120.0, cap=10**6) == 228
+    assert steps_for_budget(40, 20.0, 0.5, 120.0, cap=100) == 100  # --steps caps it
+    assert steps_for_budget(40, 200.0, 0.5, 120.0, cap=10**6) == 40  # over budget already: stop here
+
+
+def test_time_budget_sizes_the_run_and_resume_keeps_it(micro_config, image_dir, tmp_path):
+    """A budget already spent when the speed is measured (step 40) ends the run there; the checkpoint holds
+    the sized run (steps 40, budget off), so a resume does not re-size it."""
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_args(micro_config, image_dir, run, steps=500, time_budget=1e-6, ckpt_every=1000, log_every=10))
+    assert [s for s, _ in _losses(run)] == [10, 20, 30, 40]
+    ck = checkpoint.load(checkpoint.latest(run))["trainer"]["args"]
+    assert ck["steps"] == 40 and ck["time_budget"] == 0.0
+
+
+def test_ema_update_is_the_moving_average():
+    model = torch.nn.Linear(3, 2)
+    ema = EMA(model, decay=0.9, warmup=0)
+    before = {k: v.clone() for k, v in ema.shadow.items()}
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model)  # decay min(0.9, 2 / 1) = 0.9
+    assert torch.allclose(ema.shadow["weight"], 0.9 * before["weight"] + 0.1 * model.weight)
+    assert torch.allclose(ema.shadow["bias"], before["bias"])
 
 
 def test_checkpoint_loads_and_exports(micro_config, image_dir, tmp_path):

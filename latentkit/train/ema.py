@@ -18,12 +18,14 @@ class EMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (self.warmup + self.updates))
+        shadow, new = [], []
         for k, v in model.state_dict().items():
-            s = self.shadow[k]
             if v.dtype.is_floating_point:
-                s.mul_(d).add_(v.detach().float(), alpha=1 - d)
+                shadow.append(self.shadow[k])
+                new.append(v.detach().float())
             else:
-                s.copy_(v)
+                self.shadow[k].copy_(v)
+        torch._foreach_lerp_(shadow, new, 1 - d)  # one fused update: s + (1 - d) (v - s) = d s + (1 - d) v
 
     def copy_to(self, model: nn.Module) -> None:
         model.load_state_dict(self.shadow)

@@ -40,6 +40,7 @@ class TrainArgs:
     init: str | None = None            # start from any model load_vae accepts (fine-tuning)
     decoder_only: bool = False         # freeze encoder + quant_conv: the latent space stays as it is
     steps: int = 10000
+    time_budget: float = 0.0           # minutes: end the run's schedule within this (sets steps; 0: off)
     batch_size: int = 8
     crop: int = 128
     lr: float = 5e-4
@@ -80,6 +81,17 @@ def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return cpu_has_bf16()
+
+
+#: steps over which `time_budget` measures the speed of a step (after the first, slower ones)
+BUDGET_PROBE = (10, 40)
+
+
+def steps_for_budget(step: int, elapsed_s: float, s_per_step: float, budget_s: float, cap: int) -> int:
+    """Total steps that end a run within `budget_s` seconds of training when `step` steps took `elapsed_s`
+    and each further one takes `s_per_step`; 5% is left for checkpoints. At most `cap`, at least `step`."""
+    more = int(max(0.0, 0.95 * budget_s - elapsed_s) / max(s_per_step, 1e-9))
+    return max(step, min(cap, step + more))
 
 
 def lr_at(args: TrainArgs, step: int) -> float:
@@ -145,6 +157,8 @@ class Trainer:
                     setattr(args, k, v)
         if args.threads:
             torch.set_num_threads(args.threads)
+        if torch.cuda.is_available():
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
         mp = args.mixed_precision
         if mp == "auto":
             mp = "bf16" if bf16_supported() else "no"
@@ -208,7 +222,9 @@ class Trainer:
         (self.run / "args.json").write_text(json.dumps(asdict(args), indent=2))
 
     # -- one step ---------------------------------------------------------------------------------------
-    def train_step(self, x01: torch.Tensor) -> dict[str, float]:
+    def train_step(self, x01: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step on a batch of images in [0, 1]; returns the losses as detached 0-d tensors (read
+        them with ``float()`` only when needed: each read waits for a GPU to finish the step)."""
         a, step = self.args, self.step
         x = (x01 * 2 - 1).to(self.accel.device)
         if a.channels_last:
@@ -221,26 +237,26 @@ class Trainer:
         with self.accel.autocast():
             mean, logvar, rec = self._forward(x_in, noise)
         rec = rec.float()
-        logs: dict[str, float] = {}
+        logs: dict[str, torch.Tensor] = {}
         rec_l = reconstruction_loss(x, rec, a.rec_loss)
         nll = rec_l
-        logs["rec"] = rec_l.item()
+        logs["rec"] = rec_l.detach()
         if self.lpips is not None and step >= a.perceptual_start:
             with self.accel.autocast():
                 p = self.lpips((x + 1) / 2, (rec + 1) / 2).mean().float()
             nll = nll + a.perceptual_weight * p
-            logs["lpips"] = p.item()
+            logs["lpips"] = p.detach()
         kl = kl_loss(mean, logvar, a.free_bits)
         klw = a.kl_weight * (min(1.0, step / a.kl_warmup) if a.kl_warmup else 1.0)
         loss = nll + klw * kl
-        logs["kl"] = kl.item()
+        logs["kl"] = kl.detach()
         disc_on = step >= a.disc_start
         if disc_on:
             g_loss = generator_adv_loss(self.disc(rec))
             last = self.vae.decoder.conv_out.weight
             w = adaptive_weight(nll, g_loss, last) * a.disc_weight
             loss = loss + w * g_loss
-            logs["g"], logs["d_weight"] = g_loss.item(), w.item()
+            logs["g"], logs["d_weight"] = g_loss.detach(), w
         self.opt.zero_grad(set_to_none=True)
         self.accel.backward(loss)
         if a.grad_clip > 0:
@@ -252,8 +268,8 @@ class Trainer:
             self.opt_d.zero_grad(set_to_none=True)
             self.accel.backward(d_loss)
             self.opt_d.step()
-            logs["d"] = d_loss.item()
-        logs["loss"] = loss.item()
+            logs["d"] = d_loss.detach()
+        logs["loss"] = loss.detach()
         self.step += 1
         self.images_seen += x.shape[0] * self.accel.num_processes
         return logs
@@ -315,6 +331,8 @@ class Trainer:
         bar = tqdm(total=a.steps, initial=self.step, disable=not self.accel.is_main_process, dynamic_ncols=True,
                    mininterval=5)
         t_log, n_log = time.time(), 0
+        t_fit, t_probe = time.time(), 0.0
+        budget_step0 = self.step
         try:
             while self.step < a.steps:
                 t0 = time.time()
@@ -322,7 +340,22 @@ class Trainer:
                 self.wall += time.time() - t0
                 n_log += a.batch_size
                 bar.update(1)
+                if a.time_budget > 0 and self.step - budget_step0 in BUDGET_PROBE:
+                    # size the run (and its cosine schedule, which reads a.steps) to the time budget
+                    if torch.cuda.is_available():
+                        torch.cuda.synchronize()
+                    if self.step - budget_step0 == BUDGET_PROBE[0]:
+                        t_probe = time.time()
+                    else:
+                        per_step = (time.time() - t_probe) / (BUDGET_PROBE[1] - BUDGET_PROBE[0])
+                        a.steps = steps_for_budget(self.step, time.time() - t_fit, per_step,
+                                                   a.time_budget * 60, a.steps)
+                        bar.total = a.steps
+                        bar.write(f"time budget {a.time_budget:g} min: {per_step:.3f} s/step -> {a.steps} steps")
+                        # checkpoints keep the sized run: a resume continues it exactly rather than re-sizing
+                        a.extra["time_budget_min"], a.time_budget = a.time_budget, 0.0
                 if self.step % a.log_every == 0:
+                    logs = {k: float(v) for k, v in logs.items()}
                     rate = n_log / (time.time() - t_log)
                     t_log, n_log = time.time(), 0
                     bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k in ("rec", "lpips", "kl", "d")}
