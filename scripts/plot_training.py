@@ -45,11 +45,12 @@ def append_run(history: list[dict[str, str]], log: str, hardware: str) -> list[d
 
 def plot(history: list[dict[str, str]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    colours = [f"C{i}" for i in range(10) if i != 3]  # C3 (red) is the LPIPS curve
     ax2 = ax.twinx()
     for i, s in enumerate(dict.fromkeys(r["session"] for r in history)):
         rows = [r for r in history if r["session"] == s]
         h = [float(r["hours"]) for r in rows]
-        ax.plot(h, [float(r["val_psnr"]) for r in rows], "o-", color=f"C{2 * i}",
+        ax.plot(h, [float(r["val_psnr"]) for r in rows], "o-", color=colours[i % len(colours)],
                 label=f"PSNR, session {s}: {rows[0]['hardware']}")
         ax2.plot(h, [float(r["val_lpips"]) for r in rows], "s--", color="C3", label="LPIPS-squeeze" if i == 0 else None)
         if i:  # where this session started: the previous one's last point
@@ -57,13 +58,13 @@ def plot(history: list[dict[str, str]], out: Path) -> None:
         prev_end = h[-1]
     lines = ax.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
-    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="center right")
-    ax.set_xlabel("cumulative training wall-clock hours (2 CPU cores)")
+    ax.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=7, loc="upper center", ncol=2,
+              bbox_to_anchor=(0.5, -0.16))  # below the axes: the curves fill the plot's corners
+    ax.set_xlabel("cumulative training wall-clock hours (hardware per session: legend)")
     ax.set_ylabel("val PSNR (dB)", color="C0")
     ax2.set_ylabel("val LPIPS-squeeze", color="C3")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(out, lambda p: fig.savefig(p, dpi=110, format="png"))
+    atomic_write(out, lambda p: fig.savefig(p, dpi=110, format="png", bbox_inches="tight"))
 
 
 def main() -> None:
