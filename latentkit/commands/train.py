@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
-from ..train.loop import TrainArgs
+from ..train.loop import BUDGET_PROBE, TrainArgs
 
 #: help text of each knob (units and ranges); the flags themselves are generated from TrainArgs
 HELP = {
     "steps": "total optimizer steps of the run (a resumed run continues up to this)",
-    "time_budget": "minutes of training to fit the run into: after 40 steps the measured speed sets --steps "
-                   "(then at most --steps) and so the cosine schedule (0: off; validation time not counted)",
+    "time_budget": f"minutes of training to fit the run into: the speed measured over steps {BUDGET_PROBE[0]}-"
+                   f"{BUDGET_PROBE[1]} sets --steps (then at most --steps) and so the cosine schedule (0: off; "
+                   "validation time not counted)",
     "batch_size": "crops per step (per process)",
     "crop": "crop side in pixels (a multiple of 8)",
     "lr": "peak AdamW learning rate",
