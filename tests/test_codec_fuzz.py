@@ -79,3 +79,33 @@ def test_fuzz_with_valid_checksum(micro_vae, samples):
 def test_fuzz_mutations_many(micro_vae, samples):
     for k, data in enumerate(samples):
         _fuzz(micro_vae, data, 20000, seed=100 + k)
+
+
+#: payload edits (offset, bytes written there) that make constriction raise AssertionError on the stream below
+ASSERTING_EDITS = [(30, "8c13"), (3, "98e0"), (2, "77f9aa9a"), (4, "6ac39e82"), (33, "49")]
+
+
+def test_entropy_decoder_turns_coder_assertions_into_latentkit_errors():
+    """constriction raises AssertionError on some invalid streams (seen as a CLI traceback): the entropy layer
+    must turn every failure into LatentkitError. Integer-only, so the same cases on every machine."""
+    from latentkit.codec import entropy
+
+    q = np.round(np.random.default_rng(0).normal(0, 3, (4, 6, 6))).astype(np.int64)
+    plan = entropy.choose_model(q)
+    data = entropy.encode_symbols(q, plan)
+    raw_assertions = 0
+    for offset, edit in ASSERTING_EDITS:
+        b = bytearray(data)
+        b[offset:offset + len(edit) // 2] = bytes.fromhex(edit)
+        try:
+            entropy._decode_symbols(bytes(b), q.shape, plan.model, plan.params)
+        except AssertionError:
+            raw_assertions += 1
+        except Exception:  # noqa: BLE001 - only the public function's behaviour is asserted below
+            pass
+        with pytest.raises(LatentkitError) as e:
+            entropy.decode_symbols(bytes(b), q.shape, plan.model, plan.params)
+        assert "\n" not in str(e.value)
+    assert raw_assertions > 0  # the damage this test is about did occur
+    with pytest.raises(LatentkitError, match="empty"):
+        entropy.decode_symbols(b"", q.shape, plan.model, plan.params)

@@ -423,7 +423,20 @@ def encode_symbols(q: np.ndarray, plan: Plan) -> bytes:
 
 def decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params: np.ndarray) -> np.ndarray:
     """Inverse of :func:`encode_symbols` (``model`` and ``params`` come from the file header). Raises
-    :class:`LatentkitError` if `data` is not a valid stream."""
+    :class:`LatentkitError` if `data` is not a valid stream, whatever the damage: constriction signals an
+    invalid stream with ``AssertionError`` or ``ValueError``/``RuntimeError``, and all of them end here."""
+    try:
+        return _decode_symbols(data, shape, model, params)
+    except LatentkitError:
+        raise
+    except (AssertionError, ValueError, RuntimeError, OverflowError) as e:
+        detail = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LatentkitError(f"corrupt .latent payload: {detail}") from None
+
+
+def _decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params: np.ndarray) -> np.ndarray:
+    if not data:
+        raise LatentkitError("corrupt .latent payload (empty)")
     if len(data) % 4:
         raise LatentkitError("corrupt .latent payload (length is not a whole number of words)")
     probs, _ = tables()
