@@ -229,3 +229,27 @@ def test_cli_train_errors_are_one_line(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("latentkit: error:") for line in err)
+
+
+def test_cli_resume_without_data_and_existing_run_needs_overwrite(micro_config, image_dir, tmp_path, capsys):
+    """`train --resume RUN --steps N` needs no --data (the run keeps its own); `train --out RUN` over an
+    existing run is refused unless --overwrite, which restarts at step 0 with a fresh log."""
+    run = tmp_path / "run"
+    first = ["train", "--data", str(image_dir), "--config", micro_config, "--out", str(run), "--batch-size", "2",
+             "--crop", "32", "--perceptual-weight", "0", "--mixed-precision", "no", "--threads", "1",
+             "--log-every", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(first + ["--steps", "2"]) == 0
+        assert main(["train", "--resume", str(run), "--steps", "3"]) == 0
+        assert [s for s, _ in _losses(run)] == [1, 2, 3]
+        capsys.readouterr()
+        assert main(first + ["--steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert "already holds a training run" in err and "--overwrite" in err and len(err.splitlines()) == 1
+        assert [s for s, _ in _losses(run)] == [1, 2, 3]  # the refused run changed nothing
+        assert checkpoint.latest(run).name == "step_0000003"
+        assert main(first + ["--steps", "1", "--overwrite"]) == 0
+    assert [s for s, _ in _losses(run)] == [1]
+    assert checkpoint.latest(run).name == "step_0000001"
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000001"]

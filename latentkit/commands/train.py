@@ -65,7 +65,8 @@ def register(subparsers) -> None:
                     "grids: original | reconstruction) and RUN_DIR/checkpoints/ (load_vae loads the EMA "
                     "weights of a run folder). Multi-GPU: accelerate launch -m latentkit.cli train ...",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--data", help="folder of training images (searched recursively: png, jpg, webp)")
+    p.add_argument("--data", default=TrainArgs.data,
+                   help="folder of training images (searched recursively; a resumed run keeps its own)")
     p.add_argument("--val", help="folder of validation images (full resolution)")
     p.add_argument("--config", default=TrainArgs.config,
                    help="architecture: tiny | small | sd | path to an AutoencoderKL config.json")
@@ -73,6 +74,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or --out) exactly from its latest checkpoint; "
                         "flags given again override only --steps, the folders and the logging/checkpoint intervals")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out folder that already holds one (its checkpoints, log.csv "
+                        "and validation grids are deleted); without it such a folder is refused")
     p.add_argument("--init", help="start from these weights (anything load_vae accepts): fine-tuning")
     p.add_argument("--decoder-only", action="store_true",
                    help="freeze the encoder so the latent space stays compatible (as SD's ft-MSE VAE)")
@@ -102,6 +106,6 @@ def run(args: argparse.Namespace) -> int:
         raise LatentkitError(f"--crop must be a multiple of 8, got {args.crop}")
     known = {f.name for f in fields(TrainArgs)} - {"extra"}
     targs = TrainArgs(**{k: v for k, v in vars(args).items() if k in known and k != "out"}, out=str(out))
-    train(targs, resume=resume)
+    train(targs, resume=resume, overwrite=args.overwrite)
     print(f"run folder: {out} (load it with latentkit.load_vae('{out}'))")
     return 0

@@ -50,6 +50,27 @@ def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, d
     return final
 
 
+#: what a run folder holds besides its checkpoints (written by the trainer)
+LOG_FILE, ARGS_FILE = "log.csv", "args.json"
+RUN_FILES = (LOG_FILE, ARGS_FILE)
+VAL_GRID = "val_step{step:07d}.png"  # validation grid of one step
+VAL_GRIDS = "val_step*.png"
+
+
+def holds_run(run_dir: Path) -> bool:
+    """Whether `run_dir` already holds a training run (checkpoints or a log)."""
+    return (run_dir / "checkpoints").is_dir() or any((run_dir / f).is_file() for f in RUN_FILES)
+
+
+def delete_run(run_dir: Path) -> None:
+    """Delete a run's checkpoints, log, arguments and validation grids; other files stay."""
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    for f in RUN_FILES:
+        (run_dir / f).unlink(missing_ok=True)
+    for f in run_dir.glob(VAL_GRIDS):
+        f.unlink()
+
+
 def mark_best(run_dir: Path, ckpt: Path) -> None:
     pointer = run_dir / "checkpoints" / ".best.tmp"
     pointer.write_text(ckpt.name)

@@ -213,13 +213,13 @@ class Trainer:
             self.data.load_state_dict(t["data"])
             _set_rng_state(t["rng"])
             if self.accel.is_main_process:
-                _truncate_log(self.run / "log.csv", self.step)
+                _truncate_log(self.run / checkpoint.LOG_FILE, self.step)
         self.val_files = list_images(args.val) if args.val else []
         for f in self.val_files:  # an unreadable validation image fails now, not an hour into the run
             read_image(f)
         self._forward = torch.compile(self.ae) if args.compile else self.ae
         self.run.mkdir(parents=True, exist_ok=True)
-        (self.run / "args.json").write_text(json.dumps(asdict(args), indent=2))
+        (self.run / checkpoint.ARGS_FILE).write_text(json.dumps(asdict(args), indent=2))
 
     # -- one step ---------------------------------------------------------------------------------------
     def train_step(self, x01: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -299,7 +299,7 @@ class Trainer:
             from PIL import Image
 
             g = torch.cat(grid, 1).permute(1, 2, 0).mul(255).round().byte().numpy()
-            Image.fromarray(g).save(self.run / f"val_step{self.step:07d}.png")
+            Image.fromarray(g).save(self.run / checkpoint.VAL_GRID.format(step=self.step))
         return {"val_psnr": float(np.mean(ps)), "val_lpips": float(np.mean(lp))}
 
     def save(self, data_state: dict | None = None) -> Path:
@@ -314,7 +314,7 @@ class Trainer:
 
     def fit(self) -> None:
         a = self.args
-        log_path = self.run / "log.csv"
+        log_path = self.run / checkpoint.LOG_FILE
         fields = ["step", "wall_s", "images_seen", "lr", "loss", "rec", "lpips", "kl", "g", "d", "d_weight",
                   "img_per_s", "val_psnr", "val_lpips"]
         main = self.accel.is_main_process
@@ -386,11 +386,20 @@ class Trainer:
             logf.close()
 
 
-def train(args: TrainArgs, resume: bool = False) -> Path:
-    """Run (or resume) training; returns the run folder. Raises LatentkitError on bad input."""
+def train(args: TrainArgs, resume: bool = False, overwrite: bool = False) -> Path:
+    """Run (or resume) training; returns the run folder. Raises LatentkitError on bad input.
+
+    A new run (``resume=False``) refuses a folder that already holds a run unless ``overwrite``, which deletes
+    that run's checkpoints, log and validation grids first (other files in the folder are kept)."""
     if not resume and not args.data:
         raise LatentkitError("--data is required")
-    if resume and not Path(args.out).is_dir():
+    run = Path(args.out)
+    if resume and not run.is_dir():
         raise LatentkitError(f"cannot resume: run folder {args.out} does not exist")
+    if not resume and checkpoint.holds_run(run):
+        if not overwrite:
+            raise LatentkitError(f"{run} already holds a training run: pass --resume to continue it or "
+                                 "--overwrite to start again from step 0 (deleting its checkpoints and log)")
+        checkpoint.delete_run(run)
     Trainer(args, resume=resume).fit()
     return Path(args.out)
