@@ -1,4 +1,5 @@
-"""Where weight files are found: an explicit path, then the repository's `weights/`, then standard caches.
+"""Where weight files are found: an explicit path, then the shipped `weights/` (the repository's, or the copy
+inside an installed wheel), then standard caches.
 
 Nothing here downloads. A file that is nowhere raises :class:`LatentkitError` naming the file, every place
 that was searched and how to get it.
@@ -11,7 +12,17 @@ from pathlib import Path
 
 from .errors import LatentkitError
 
-REPO_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def _shipped_weights() -> Path:
+    """The shipped weights folder: the repository's ``weights/`` in a clone or editable install, else the copy
+    a wheel carries inside the package (``latentkit/_weights``, see pyproject.toml)."""
+    here = Path(__file__).resolve().parent
+    repo = here.parent / "weights"
+    return repo if (repo / "default").is_dir() else here / "_weights"
+
+
+REPO_WEIGHTS = _shipped_weights()
 
 
 def cache_dirs() -> list[Path]:
