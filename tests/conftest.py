@@ -9,7 +9,20 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
-KODAK = SHARED / "data" / "kodak"
+SKIP_NO_SHARED = "../shared (the workspace's data folder beside the clone, see README 'Tests') is absent"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder under ../shared; the calling test is skipped, saying so, when it is not there."""
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"needs {p}: {SKIP_NO_SHARED}")
+    return p
+
+
+def kodak(name: str) -> Path:
+    """A Kodak image file, e.g. ``kodak("kodim05")``; skips the calling test when ../shared is absent."""
+    return shared_path("data", "kodak", f"{name}.png")
 
 #: a narrow AutoencoderKL of the SD layout (4 blocks, 8x downsampling, attention in the middle): ~0.1M params
 MICRO_CONFIG = dict(block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, latent_channels=4)

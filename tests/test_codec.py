@@ -13,7 +13,7 @@ from latentkit.codec.api import analyse, decode_latent
 from latentkit.errors import LatentkitError
 from latentkit.io import Image, from_pil, read_image
 
-from conftest import KODAK
+from conftest import kodak
 
 #: sum of the integer probability tables mod 1000003, recorded when format version 2 was frozen
 _TABLE_CHECKSUM = 350158
@@ -27,10 +27,7 @@ def rand_image():
 
 @pytest.fixture(scope="module")
 def kodak_crop():
-    path = KODAK / "kodim05.png"
-    if not path.is_file():
-        pytest.skip("Kodak data not available")
-    return Image(read_image(path).rgb[:, 100:164, 200:296].contiguous())
+    return Image(read_image(kodak("kodim05")).rgb[:, 100:164, 200:296].contiguous())
 
 
 @pytest.mark.parametrize("quality", [1, 60, 100])

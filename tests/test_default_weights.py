@@ -17,7 +17,7 @@ from latentkit.io import Image, read_image
 from latentkit.metrics import psnr
 from latentkit.model import DEFAULT_MODEL_DIR
 
-from conftest import KODAK
+from conftest import ROOT, kodak
 
 CROPS = {"kodim03": 21.0, "kodim15": 23.5}  # min PSNR (dB) of a 256 px centre-right crop; v0.1: 22.7, 25.2;
 # v0.6: 28.7, 26.9
@@ -29,7 +29,7 @@ def vae():
 
 
 def _crop(name: str) -> torch.Tensor:
-    return read_image(KODAK / f"{name}.png").rgb[:, 128:384, 256:512].contiguous()
+    return read_image(kodak(name)).rgb[:, 128:384, 256:512].contiguous()
 
 
 def test_default_weights_are_fp16_with_a_measured_scaling_factor(vae):
@@ -71,3 +71,13 @@ def test_default_weights_codec_costs_little_quality(vae, kodim03_unquantized, qu
     bpp = len(data) * 8 / (x.shape[1] * x.shape[2])
     assert bpp < 0.5
     assert float(psnr(x[None], back.rgb[None], quantize=True)) >= unquantized - max_loss
+
+
+DEMO = ROOT / "docs" / "demo" / "kodim23.png"
+
+
+def test_default_weights_on_the_shipped_demo_image(vae):
+    """The README's first command's image ships with the repository, so this runs on every clone (v0.6:
+    28.59 dB)."""
+    x = read_image(DEMO).batch()
+    assert float(psnr(x, latentkit.reconstruct(vae, x), quantize=True)) >= 27.0
