@@ -45,15 +45,16 @@ def main() -> None:
         img = read_image(f)
         x, n = img.batch(), img.width * img.height
         t0 = time.perf_counter()
-        latent = encode(vae, x)[0].float().numpy()  # what api.analyse does, timed in two parts
+        latent = encode(vae, x)[0].float().numpy()  # the LatentEncoder's analysis, timed in two parts
         t_gains = time.perf_counter()
         gains = allocate.decoder_gains(vae, latent)
         t_model, t_gains = time.perf_counter() - t0, time.perf_counter() - t_gains
+        enc = api.LatentEncoder(img, vae, latent, gains)
         crop = lambda y: y[..., :img.height, :img.width]  # noqa: E731
         ref_psnr.append(float(psnr(crop(decode(vae, torch.from_numpy(latent)[None])), x)))
         for q in QUALITIES:
             t1 = time.perf_counter()
-            data = api.pack(img, vae, latent, gains, q)
+            data = enc.pack(q)
             t_enc_entropy = time.perf_counter() - t1
             sym = quant.quantize(latent, format.parse(data).exponents)  # the symbols in the file
             # the baseline must be lossless too: 8-bit symbols where they fit, else 16-bit

@@ -9,7 +9,7 @@ import torch
 from PIL import Image as PILImage
 
 from latentkit.codec import allocate, compress, decompress, entropy, format, quant
-from latentkit.codec.api import analyse, decode_latent
+from latentkit.codec.api import LatentEncoder, decode_latent
 from latentkit.errors import LatentkitError
 from latentkit.io import Image, from_pil, read_image
 
@@ -34,9 +34,10 @@ def kodak_crop():
 def test_round_trip_latent_exact(micro_vae, rand_image, kodak_crop, quality):
     for image in (rand_image, kodak_crop):
         data = compress(image, micro_vae, quality=quality)
-        latent, gains = analyse(image, micro_vae)
-        exps = allocate.choose_exponents(latent, gains, quality)
-        expected = quant.dequantize(quant.quantize(latent, exps), exps)
+        enc = LatentEncoder(image, micro_vae)
+        assert enc.pack(quality) == data
+        exps = allocate.choose_exponents(enc.latent, enc.gains, quality)
+        expected = quant.dequantize(quant.quantize(enc.latent, exps), exps)
         _, decoded = decode_latent(data, micro_vae)
         assert torch.equal(decoded[0], torch.from_numpy(expected))
         out = decompress(data, micro_vae)

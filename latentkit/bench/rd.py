@@ -83,11 +83,11 @@ def classic_roundtrip(name: str) -> Roundtrip:
 def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
     """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights).
 
-    The encoder pass and the decoder gains of the image last seen are reused across its qualities (what
-    ``compress`` would compute again each time); the bytes are the same."""
+    One :class:`~latentkit.codec.api.LatentEncoder` per image serves all its qualities (the encoder pass and
+    the decoder gains are not recomputed); the bytes are those of ``compress``."""
     from diffusers import AutoencoderKL
 
-    from ..codec import api, decompress
+    from ..codec import LatentEncoder, decompress
     from ..model import load_vae
 
     vae = model if isinstance(model, AutoencoderKL) else load_vae(model, device=device)
@@ -95,8 +95,8 @@ def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
 
     def roundtrip(image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
         if last.get("image") is not image:
-            last.update(image=image, analysed=api.analyse(image, vae))
-        data = api.pack(image, vae, *last["analysed"], quality)
+            last.update(image=image, encoder=LatentEncoder(image, vae))
+        data = last["encoder"].pack(quality)
         return data, decompress(data, vae).rgb
 
     return roundtrip

@@ -28,21 +28,50 @@ def latent_shape(vae: AutoencoderKL, width: int, height: int) -> tuple[int, int,
     return vae.config.latent_channels, math.ceil(height / f), math.ceil(width / f)
 
 
-def analyse(image: Image, vae: AutoencoderKL) -> tuple[np.ndarray, np.ndarray]:
-    """(posterior-mean latent C x h x w float32, per-channel decoder gains C) of an image."""
-    z = lkmodel.encode(vae, image.batch())[0].float().cpu().numpy()
-    return z, allocate.decoder_gains(vae, z)
+class LatentEncoder:
+    """One image, analysed once (posterior-mean latent C x h x w float32 and per-channel decoder gains), packed
+    at any number of qualities: what :func:`compress` does, without repeating the model passes per quality.
 
+    ``LatentEncoder(image, vae).pack(60)`` gives the same bytes as ``compress(image, vae, quality=60)``."""
 
-def pack(image: Image, vae: AutoencoderKL, latent: np.ndarray, gains: np.ndarray, quality: int) -> bytes:
-    """The `.latent` bytes for an analysed image (see :func:`analyse`) at one quality (1..100)."""
-    exponents = allocate.choose_exponents(latent, gains, quality)
-    symbols = quant.quantize(latent, exponents)
-    plan = entropy.choose_model(symbols)
-    payload = entropy.encode_symbols(symbols, plan)
-    return format.pack(format.Container(
-        image.width, image.height, exponents, plan.model, plan.params, lkmodel.model_id(vae), payload, image.alpha,
-        image.icc_profile, image.grayscale, image.bit_depth))
+    def __init__(self, image: Image, vae: VaeArg = None, latent: np.ndarray | None = None,
+                 gains: np.ndarray | None = None):
+        """``latent`` / ``gains``: the analysis when already made (e.g. timed apart); computed when omitted."""
+        self.image, self.vae = image, resolve_vae(vae)
+        if latent is None:
+            latent = lkmodel.encode(self.vae, image.batch())[0].float().cpu().numpy()
+        self.latent = latent
+        self.gains = allocate.decoder_gains(self.vae, latent) if gains is None else gains
+
+    def pack(self, quality: int) -> bytes:
+        """The `.latent` bytes at quality 1..100 (higher is better)."""
+        exponents = allocate.choose_exponents(self.latent, self.gains, quant.check_quality(quality))
+        symbols = quant.quantize(self.latent, exponents)
+        plan = entropy.choose_model(symbols)
+        payload = entropy.encode_symbols(symbols, plan)
+        im = self.image
+        return format.pack(format.Container(
+            im.width, im.height, exponents, plan.model, plan.params, lkmodel.model_id(self.vae), payload, im.alpha,
+            im.icc_profile, im.grayscale, im.bit_depth))
+
+    def fit_bpp(self, bpp: float) -> tuple[int, bytes]:
+        """(quality, bytes) of the largest file of at most `bpp` bits per pixel (whole file bytes x 8 / (width x
+        height)), by bisection over the quality; raises :class:`LatentkitError` if even quality 1 is larger."""
+        if not (math.isfinite(bpp) and bpp > 0):
+            raise LatentkitError(f"the target --bpp must be a positive number, got {bpp}")
+        pixels = self.image.width * self.image.height
+        lo, hi, best = 1, 100, None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            data = self.pack(mid)
+            if len(data) * 8 <= bpp * pixels:
+                best, lo = (mid, data), mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            smallest = len(self.pack(1)) * 8 / pixels
+            raise LatentkitError(f"cannot reach {bpp} bpp: the smallest file (quality 1) is {smallest:.4f} bpp")
+        return best
 
 
 def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | None = None) -> bytes:
@@ -53,23 +82,10 @@ def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | N
     ``bpp``: if given, the quality is searched (bisection) for the largest file of at most ``bpp`` bits per
     pixel (whole file bytes x 8 / (width x height)); raises :class:`LatentkitError` if even quality 1 is larger.
     """
-    vae = resolve_vae(vae)
-    latent, gains = analyse(image, vae)
     if bpp is None:
-        return pack(image, vae, latent, gains, quant.check_quality(quality))
-    budget = bpp * image.width * image.height / 8  # bytes
-    lo, hi, best = 1, 100, None
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        data = pack(image, vae, latent, gains, mid)
-        if len(data) <= budget:
-            best, lo = data, mid + 1
-        else:
-            hi = mid - 1
-    if best is None:
-        smallest = len(pack(image, vae, latent, gains, 1)) * 8 / (image.width * image.height)
-        raise LatentkitError(f"cannot reach {bpp} bpp: the smallest file (quality 1) is {smallest:.4f} bpp")
-    return best
+        quant.check_quality(quality)
+        return LatentEncoder(image, vae).pack(quality)
+    return LatentEncoder(image, vae).fit_bpp(bpp)[1]
 
 
 def decode_latent(data: bytes, vae: AutoencoderKL,
