@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 #: subcommand modules, in the order ``--help`` lists them
@@ -26,13 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="latentkit " + _version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"latentkit.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"latentkit.commands.{name}":
-                continue  # not written yet
-            raise
-        module.register(sub)
+        importlib.import_module(f"latentkit.commands.{name}").register(sub)
     return parser
 
 
@@ -42,22 +37,35 @@ def _version() -> str:
     return __version__
 
 
+#: exit status when the reader of stdout went away (128 + SIGPIPE, what a shell shows for `yes | head`)
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0 ok, 2 user error, 130 interrupted, 141 stdout closed)."""
     from .errors import LatentkitError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
     try:
-        return int(args.func(args) or 0)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return status
     except LatentkitError as e:
         print(f"latentkit: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("latentkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # e.g. `latentkit info --json | head -c 100`: stop quietly, as Unix tools do; what is still buffered
+        # for stdout goes nowhere, so the interpreter's final flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

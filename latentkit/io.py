@@ -112,24 +112,51 @@ def from_pil(im: PILImage.Image) -> Image:
     return Image(t, alpha, grayscale=False, icc_profile=icc)
 
 
+#: the file suffixes taken as images when a folder is listed (training, evaluation, benchmarks, metrics)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".avif", ".jxl", ".bmp", ".gif", ".tif", ".tiff",
+                            ".ppm", ".pgm"})
+
+
+def list_images(folder: str | os.PathLike, recursive: bool = False, limit: int | None = None) -> list[Path]:
+    """The image files (by suffix, :data:`IMAGE_SUFFIXES`, any case) in `folder`, or below it with
+    `recursive`, sorted by path; the first `limit` if given. Raises :class:`LatentkitError` when the folder is
+    missing or holds no image."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise LatentkitError(f"image folder {root} does not exist" if not root.exists() else
+                             f"{root} is a file, not a folder of images")
+    found = root.rglob("*") if recursive else root.iterdir()
+    files = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())[:limit]
+    if not files:
+        raise LatentkitError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) {'under' if recursive else 'in'} "
+                             f"{root}")
+    return files
+
+
 def _first_line(e: BaseException) -> str:
     return str(e).splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def read_image(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
-    """Read an image file (any Pillow-readable format and mode, EXIF orientation applied).
+def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
+    """Read an image file (any Pillow-readable format and mode, EXIF orientation applied), or an image file's
+    bytes (e.g. from standard input).
 
     ``max_pixels``: refuse images with more pixels (width x height) than this, a guard against
     decompression bombs; ``None`` disables it. Raises :class:`LatentkitError` for missing, unreadable or
     oversized files.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise LatentkitError(f"input file {p} does not exist")
+    if isinstance(path, (bytes, bytearray)):
+        p, source = "standard input", _io.BytesIO(path)
+    else:
+        p = source = Path(path)
+        if p.is_dir():
+            raise LatentkitError(f"input {p} is a folder, not an image file")
+        if not p.is_file():
+            raise LatentkitError(f"input file {p} does not exist")
     old = PILImage.MAX_IMAGE_PIXELS
     PILImage.MAX_IMAGE_PIXELS = None  # checked below, exactly at max_pixels (Pillow only errors at 2x)
     try:
-        with PILImage.open(p) as im:
+        with PILImage.open(source) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise LatentkitError(
                     f"{p} has {im.width}x{im.height} = {im.width * im.height} pixels, more than the limit of "
@@ -216,20 +243,24 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-def write_image(image: Image, path: str | os.PathLike, inputs: tuple = ()) -> Path:
-    """Write atomically; the format comes from the suffix. PNG keeps alpha, 16-bit grayscale and ICC;
-    JPEG drops alpha. Never overwrites any of `inputs`."""
-    out = Path(path)
-    fmt = image_format(out)
+def image_bytes(image: Image, fmt: str) -> bytes:
+    """The image as a file of Pillow format `fmt` (e.g. ``"PNG"``). PNG keeps alpha, 16-bit grayscale and
+    ICC; JPEG drops alpha."""
     im = to_pil(image, bit_depth=None if fmt in SIXTEEN_BIT_FORMATS else 8)
     if fmt == "JPEG" and im.mode in ("RGBA", "LA"):
         im = im.convert(im.mode[:-1])
+    kw = {"icc_profile": image.icc_profile} if image.icc_profile else {}
+    buf = _io.BytesIO()
+    try:
+        im.save(buf, format=fmt, **kw)
+    except (OSError, ValueError, KeyError) as e:
+        raise LatentkitError(f"cannot write a {im.mode} image as {fmt}: {_first_line(e)}") from None
+    return buf.getvalue()
 
-    def write(tmp: Path) -> None:
-        kw = {"icc_profile": image.icc_profile} if image.icc_profile else {}
-        try:
-            im.save(tmp, format=fmt, **kw)
-        except (OSError, ValueError, KeyError) as e:
-            raise LatentkitError(f"cannot write a {im.mode} image as {fmt} ({out}): {_first_line(e)}") from None
 
-    return atomic_write(out, write, inputs)
+def write_image(image: Image, path: str | os.PathLike, inputs: tuple = ()) -> Path:
+    """Write atomically; the format comes from the suffix (see :func:`image_bytes`). Never overwrites any
+    of `inputs`."""
+    out = Path(path)
+    data = image_bytes(image, image_format(out))
+    return atomic_write(out, lambda tmp: tmp.write_bytes(data), inputs)

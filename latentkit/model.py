@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -110,8 +111,15 @@ def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.
         raise LatentkitError(f"cannot load a VAE from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     vae.eval().requires_grad_(False)
     if device is not None or dtype is not None:
-        vae.to(device=device, dtype=dtype)
+        move(vae, device=device, dtype=dtype)
     return vae
+
+
+def move(vae: AutoencoderKL, device: str | torch.device | None = None,
+         dtype: torch.dtype | None = None) -> AutoencoderKL:
+    """``vae.to(device, dtype)`` in place, without diffusers' warning about modules to keep in float32 (printed
+    on every dtype cast, even though AutoencoderKL has none): torch's own ``Module.to``."""
+    return torch.nn.Module.to(vae, device=device, dtype=dtype)
 
 
 def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
@@ -250,7 +258,7 @@ def save_vae(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype 
 def _copy_as(vae: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:
     clone = AutoencoderKL.from_config(vae.config)
     clone.load_state_dict(vae.state_dict())
-    return clone.to(dtype)
+    return move(clone, dtype=dtype)
 
 
 def weights_sha256(vae: AutoencoderKL) -> str:
@@ -287,6 +295,18 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     return torch.nn.functional.pad(images, (0, pw, 0, ph), mode="replicate")
 
 
+def downsampling_factor(vae: AutoencoderKL) -> int:
+    """Spatial downsampling of a VAE: 2 ** (number of blocks - 1), i.e. 8 for the SD layout."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def latent_shape(vae: AutoencoderKL, width: int, height: int) -> tuple[int, int, int]:
+    """C x h x w of the latent the model makes for an image of width x height pixels (after :func:`encode`
+    pads it to a multiple of the downsampling factor)."""
+    f = downsampling_factor(vae)
+    return vae.config.latent_channels, math.ceil(height / f), math.ceil(width / f)
+
+
 def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
            generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
     """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
@@ -300,7 +320,7 @@ def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
     from . import runtime, tiling
 
     p = next(vae.parameters())
-    x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, 2 ** (len(vae.config.block_out_channels) - 1))
+    x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
     if tile is None:
         tile = tiling.should_tile(vae, *x.shape[-2:])
     with runtime.inference(p.device, fast):

@@ -17,12 +17,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from .errors import LatentkitError
-from .model import encode, save_vae
-
-
-def downsampling_factor(vae: AutoencoderKL) -> int:
-    """Spatial downsampling of a VAE: 2 ** (number of blocks - 1), i.e. 8 for the SD layout."""
-    return 2 ** (len(vae.config.block_out_channels) - 1)
+from .model import downsampling_factor, encode, move, save_vae
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -115,7 +110,7 @@ def swap_vae(pipe, vae: AutoencoderKL):
         raise LatentkitError(f"the VAE downsamples by {f} but {name} expects vae_scale_factor={expected}; "
                              "use a VAE with the same number of blocks")
     p = next(_denoiser(pipe).parameters())
-    vae = vae.to(p.device) if vae.dtype == p.dtype else vae.to(device=p.device, dtype=p.dtype)
+    vae = move(vae, device=p.device, dtype=p.dtype)
     vae.eval().requires_grad_(False)
     pipe.register_modules(vae=vae)
     return pipe
@@ -133,11 +128,10 @@ def _center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def _batches(images, limit: int | None, batch_size: int) -> tuple[Iterator[torch.Tensor], int]:
     """Images (tensor, list of tensors or folder) -> (iterator of N x 3 x H x W batches in [0, 1], count)."""
-    from .io import read_image
-    from .train.data import list_images
+    from .io import list_images, read_image
 
     if isinstance(images, (str, os.PathLike)):
-        files = list_images(images)[:limit]
+        files = list_images(images, recursive=True, limit=limit)
         return (read_image(p).batch() for p in files), len(files)
     if isinstance(images, torch.Tensor):
         images = images[:limit] if limit else images

@@ -20,9 +20,9 @@ import torch
 import zstandard
 from tqdm import tqdm
 
-from latentkit.bench.rd import LATENT_QUALITIES, list_images
+from latentkit.bench.rd import LATENT_QUALITIES
 from latentkit.codec import allocate, api, format, quant
-from latentkit.io import atomic_write, read_image
+from latentkit.io import atomic_write, list_images, read_image
 from latentkit.metrics import lpips, psnr
 from latentkit.model import decode, encode, load_vae
 
@@ -38,7 +38,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     vae = load_vae(args.model)
-    files = list_images(args.data, args.limit)
+    files = list_images(args.data, limit=args.limit)
     rows = {q: [] for q in QUALITIES}
     ref_psnr, zstd_rows, times = [], {q: [] for q in QUALITIES}, []
     for f in tqdm(files, desc="images"):

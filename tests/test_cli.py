@@ -54,12 +54,12 @@ def test_init_model_and_info(tmp_path, capsys, micro_dir, micro_vae):
     assert made["parameters"] == M.num_parameters(micro_vae)
     assert made["sha256"] != M.weights_sha256(micro_vae)  # new random weights, not a copy
     assert M.load_vae(out).config.block_out_channels == [8, 16, 16, 16]
-    assert main(["info", str(out), "--json"]) == 0
+    assert main(["info", "--model", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["sha256"] == made["sha256"] and info["parameters"] == made["parameters"]
     assert info["dtype"] == "float32" and info["stored_dtypes"] == ["F32"]
     assert info["scaling_factor"] == 1.0 and info["downsampling"] == 8
-    assert main(["info", str(out)]) == 0
+    assert main(["info", "--model", str(out)]) == 0
     assert "sha256" in capsys.readouterr().out
     one_line_error(capsys, ["init-model", "--config", "tiny", str(out)], "already exists")
     assert main(["init-model", "--config", str(micro_dir), str(out), "--seed", "4", "--overwrite"]) == 0
@@ -81,7 +81,7 @@ def test_errors(tmp_path, capsys, micro_dir, small_png, monkeypatch, case):
         (tmp_path / "junk").mkdir()
         one_line_error(capsys, ["roundtrip", str(small_png), "-o", out, "--model", str(tmp_path / "junk")],
                        "not a diffusers model folder")
-        one_line_error(capsys, ["info", str(tmp_path / "absent")], "does not exist")
+        one_line_error(capsys, ["info", "--model", str(tmp_path / "absent")], "does not exist")
     elif case == "unknown_config":
         one_line_error(capsys, ["init-model", "--config", "huge", str(tmp_path / "m")], "unknown config 'huge'")
     elif case == "out_is_in":

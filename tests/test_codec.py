@@ -164,10 +164,19 @@ def test_cli_encode_decode(micro_vae, tmp_path, capsys):
     assert main(["encode", str(src), "-o", str(lat), "--quality", "30", "--model", str(model), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["bytes"] == lat.stat().st_size and report["bpp"] == pytest.approx(report["bytes"] * 8 / 960)
+    assert report["quality"] == 30 and 0 < report["psnr_db"] < 100 and report["seconds"] >= 0
     out = tmp_path / "out.png"
-    assert main(["decode", str(lat), "-o", str(out), "--model", str(model)]) == 0
+    assert main(["decode", str(lat), "-o", str(out), "--model", str(model), "--json"]) == 0
+    decoded = json.loads(capsys.readouterr().out)
+    assert (decoded["width"], decoded["height"], decoded["bytes"]) == (40, 24, report["bytes"])
     assert PILImage.open(out).size == (40, 24)
+    # the PSNR encode reports is that of what decode gives back
+    back = np.asarray(PILImage.open(out), dtype=np.float64)
+    mse = ((back - np.asarray(PILImage.open(src), dtype=np.float64)) ** 2).mean()
+    assert report["psnr_db"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
+    before = src.read_bytes()
     assert main(["encode", str(src), "-o", str(src), "--model", str(model)]) == 2  # never overwrite input
     assert main(["decode", str(src), "-o", str(out), "--model", str(model)]) == 2  # foreign file
     err = capsys.readouterr().err
-    assert "refusing to overwrite" in err and "not a .latent file" in err and "Traceback" not in err
+    assert "names an image" in err and "not a .latent file" in err and "Traceback" not in err
+    assert src.read_bytes() == before

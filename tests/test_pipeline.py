@@ -172,7 +172,7 @@ def test_pipeline_folder_loads_as_codec_and_exports_for_stock_diffusers(tmp_path
     out = tmp_path / "exported"
     out.mkdir()
     (out / "MODEL_CARD.md").write_text("card")
-    assert cli.main(["export", str(pipe_dir), str(out), "--dtype", "fp16", "--scaling-factor", "0.5",
+    assert cli.main(["export", str(out), "--model", str(pipe_dir), "--dtype", "fp16", "--scaling-factor", "0.5",
                      "--shift-factor", "0.25"]) == 0
     assert (out / "MODEL_CARD.md").read_text() == "card"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -191,9 +191,9 @@ def test_pipeline_folder_loads_as_codec_and_exports_for_stock_diffusers(tmp_path
 
 def test_export_refuses_to_overwrite_its_input(tmp_path, micro_vae, capsys):
     export(_variant(micro_vae), tmp_path / "m")
-    assert cli.main(["export", str(tmp_path / "m"), str(tmp_path / "m")]) == 2
+    assert cli.main(["export", str(tmp_path / "m"), "--model", str(tmp_path / "m")]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
-    assert cli.main(["export", str(tmp_path / "m"), str(tmp_path)]) == 2  # nor a folder holding it
+    assert cli.main(["export", str(tmp_path), "--model", str(tmp_path / "m")]) == 2  # nor a folder holding it
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
@@ -222,7 +222,7 @@ def test_scale_factor_cli_json_and_write(tmp_path, micro_vae, capsys):
         Image.fromarray(rng.integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(data / f"{i}.png")
     export(_variant(micro_vae), tmp_path / "m")
     out = tmp_path / "scaled"
-    assert cli.main(["scale-factor", str(tmp_path / "m"), "--data", str(data), "--limit", "2", "--mean",
+    assert cli.main(["scale-factor", "--model", str(tmp_path / "m"), "--data", str(data), "--limit", "2", "--mean",
                      "--shift", "--write", str(out), "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     from latentkit.io import read_image
@@ -233,7 +233,7 @@ def test_scale_factor_cli_json_and_write(tmp_path, micro_vae, capsys):
     assert result["shift_factor"] == pytest.approx(z.mean().item(), abs=1e-6)
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["scaling_factor"], cfg["shift_factor"]) == (result["scaling_factor"], result["shift_factor"])
-    assert cli.main(["scale-factor", str(tmp_path / "m"), "--data", str(tmp_path / "nowhere")]) == 2
+    assert cli.main(["scale-factor", "--model", str(tmp_path / "m"), "--data", str(tmp_path / "nowhere")]) == 2
 
 
 def test_accepted_latent_channels_for_packed_and_pix2pix_layouts():

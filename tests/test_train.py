@@ -215,12 +215,13 @@ def test_cli_train_with_validation_then_eval_model(micro_config, image_dir, tmp_
     assert len(val_rows) == 1 and 0 < float(val_rows[0]["val_psnr"]) < 100
     assert (run / "val_step0000002.png").is_file() and (run / "checkpoints" / "best").is_file()
 
-    out = tmp_path / "eval.json"
-    assert main(["eval-model", "--model", str(run), "--data", str(val), "--json", str(out)]) == 0
-    result = json.loads(out.read_text())
+    capsys.readouterr()
+    assert main(["eval-model", "--model", str(run), "--data", str(val), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in result["images"]] == ["c.png"]
     assert result["mean"]["psnr"] == pytest.approx(result["images"][0]["psnr"])
     assert 0 < result["mean"]["lpips"] and -1 <= result["mean"]["ssim"] <= 1
+    assert main(["eval-model", "--model", str(run), "--data", str(val)]) == 0
     assert "c.png" in capsys.readouterr().out
 
 

@@ -35,7 +35,6 @@ CODECS = (LATENT, *CLASSIC)
 #: The latent codec's quality runs 1..100; the default sweep covers all of it, densest at the low end.
 LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
 ANCHORS = ("jpeg", LATENT)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 #: roundtrip(image, quality) -> (file bytes, decoded 3 x H x W in [0, 1])
 Roundtrip = Callable[[lkio.Image, int], tuple[bytes, torch.Tensor]]
@@ -55,19 +54,6 @@ class RDResult:
 def higher_is_better(metric: str) -> bool:
     """PSNR and MS-SSIM grow with quality; LPIPS distances shrink."""
     return not metric.startswith("lpips")
-
-
-def list_images(data: str | os.PathLike, limit: int | None = None) -> list[Path]:
-    """Image files directly in folder `data`, sorted by name; the first `limit` if given."""
-    d = Path(data)
-    if not d.is_dir():
-        raise LatentkitError(f"data folder {d} does not exist")
-    files = sorted(p for p in d.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if limit is not None:
-        files = files[:limit]
-    if not files:
-        raise LatentkitError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {d}")
-    return files
 
 
 def classic_roundtrip(name: str) -> Roundtrip:
@@ -292,7 +278,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     ``reuse``: an earlier run's folder or ``points.csv``; its points of the codecs not in `codecs` join the
     results (same images, same metrics), e.g. to re-run only the latent codec after retraining."""
     check_codecs(codecs)
-    images = list_images(data, limit)
+    images = lkio.list_images(data, limit=limit)
     reused = load_points(reuse, images, codecs) if reuse is not None else []
     qualities = dict(qualities) if qualities else parse_qualities(None, codecs)
     out = Path(out_dir)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
@@ -20,12 +19,6 @@ VaeArg = AutoencoderKL | str | os.PathLike | None
 def resolve_vae(vae: VaeArg) -> AutoencoderKL:
     """A loaded model as is; a path or name via :func:`latentkit.load_vae`; ``None``: the default weights."""
     return vae if isinstance(vae, AutoencoderKL) else lkmodel.load_vae(vae)
-
-
-def latent_shape(vae: AutoencoderKL, width: int, height: int) -> tuple[int, int, int]:
-    """C x h x w of the latent the model makes for an image of width x height (after padding)."""
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
-    return vae.config.latent_channels, math.ceil(height / f), math.ceil(width / f)
 
 
 class LatentEncoder:
@@ -57,8 +50,7 @@ class LatentEncoder:
     def fit_bpp(self, bpp: float) -> tuple[int, bytes]:
         """(quality, bytes) of the largest file of at most `bpp` bits per pixel (whole file bytes x 8 / (width x
         height)), by bisection over the quality; raises :class:`LatentkitError` if even quality 1 is larger."""
-        if not (math.isfinite(bpp) and bpp > 0):
-            raise LatentkitError(f"the target --bpp must be a positive number, got {bpp}")
+        quant.check_bpp(bpp)
         pixels = self.image.width * self.image.height
         lo, hi, best = 1, 100, None
         while lo <= hi:
@@ -85,6 +77,7 @@ def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | N
     if bpp is None:
         quant.check_quality(quality)
         return LatentEncoder(image, vae).pack(quality)
+    quant.check_bpp(bpp)
     return LatentEncoder(image, vae).fit_bpp(bpp)[1]
 
 
@@ -96,7 +89,7 @@ def decode_latent(data: bytes, vae: AutoencoderKL,
     if c.model_id != need:
         raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, but the model given "
                              f"has id {need.hex()}: pass --model with the weights of id {c.model_id.hex()}")
-    shape = latent_shape(vae, c.width, c.height)
+    shape = lkmodel.latent_shape(vae, c.width, c.height)
     if len(c.exponents) != shape[0]:
         raise LatentkitError(f"corrupt .latent file: {len(c.exponents)} latent channels, the model has {shape[0]}")
     symbols = entropy.decode_symbols(c.payload, shape, c.entropy_model, c.params)

@@ -52,6 +52,13 @@ def check_quality(quality: int) -> int:
     return int(quality)
 
 
+def check_bpp(bpp: float) -> float:
+    """A target rate in bits per pixel: a finite positive number."""
+    if isinstance(bpp, bool) or not isinstance(bpp, (int, float)) or not (math.isfinite(bpp) and bpp > 0):
+        raise LatentkitError(f"the target bpp must be a positive number, got {bpp!r}")
+    return float(bpp)
+
+
 def noise_level(quality: int) -> float:
     """``k`` of a quality: the RMS pixel error (images in [0, 1]) each latent channel's quantization adds,
     times sqrt(12)."""

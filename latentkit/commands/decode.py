@@ -3,35 +3,40 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+import time
 
-from ..errors import LatentkitError
-from ..io import DEFAULT_MAX_PIXELS, write_image
-from .roundtrip import add_model_args
+from . import _args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decode", help="decompress a .latent file to an image",
         description="Decode a .latent file. Alpha, ICC profile, grayscale and 16-bit are restored; the model "
-                    "must be the one the file was made with (its 8-byte id is checked).")
-    p.add_argument("input", help=".latent file")
-    p.add_argument("-o", "--output", required=True, help="output image; the format follows the suffix (.png, ...)")
-    add_model_args(p)
-    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
-                   help=f"refuse files that declare more pixels (default {DEFAULT_MAX_PIXELS})")
+                    "must be the one the file was made with (its 8-byte id is checked). IN and OUT may be - "
+                    "(stdin / stdout; stdout gets a PNG).")
+    p.add_argument("input", metavar="IN", help=".latent file, or - for standard input")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output image; the format follows the suffix (.png, .webp, ...); - writes PNG to stdout")
+    _args.add_model(p)
+    _args.add_max_pixels(p, "files that declare")
+    _args.add_json(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..codec import decompress
-    from ..model import load_vae
+    from ..io import image_bytes, image_format
 
-    path = Path(args.input)
-    if not path.is_file():
-        raise LatentkitError(f"input file {path} does not exist")
-    image = decompress(path.read_bytes(), load_vae(args.model, allow_pickle=args.allow_pickle),
-                       max_pixels=args.max_pixels)
-    write_image(image, args.output, inputs=(args.input,))
-    print(f"{args.output}: {image.width}x{image.height}")
+    fmt = "PNG" if args.output == _args.STDIO else image_format(args.output)
+    _args.check_input_file(args.input)
+    _args.check_output(args.output, inputs=(args.input,))
+    data = _args.read_input(args.input)
+    vae = _args.load_model(args)
+    t0 = time.perf_counter()
+    image = decompress(data, vae, max_pixels=_args.max_pixels(args))
+    seconds = time.perf_counter() - t0
+    _args.write_output(args.output, image_bytes(image, fmt), inputs=(args.input,))
+    figures = {"input": args.input, "output": args.output, "width": image.width, "height": image.height,
+               "bytes": len(data), "seconds": round(seconds, 3)}
+    _args.report(args, figures, f"{args.output}: {image.width}x{image.height} ({seconds:.2f} s)")
     return 0

@@ -6,10 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from safetensors import safe_open
-
-from ..model import (CKPT_EMA_FILE, DEFAULT_MODEL_DIR, WEIGHTS_FILE, latest_checkpoint, load_vae, model_id,
-                     num_parameters, weights_sha256)
+from . import _args
 
 
 def register(subparsers) -> None:
@@ -18,16 +15,17 @@ def register(subparsers) -> None:
         description="Load a model the way every command does and describe it. The sha256 is over the weights "
                     "as float32 with sorted keys (the same for fp16 and fp32 copies of fp16 weights); its first "
                     "8 bytes are the model id that .latent files carry.")
-    p.add_argument("model", metavar="M", help="a diffusers folder, pipeline folder, training run, or "
-                                              "SD/LDM .safetensors file ('default': the shipped weights)")
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="allow loading .ckpt/.pt pickle checkpoints (they can run code: only trusted files)")
-    p.add_argument("--json", action="store_true", help="print everything as one JSON object")
+    _args.add_model(p)
+    _args.add_json(p, "everything")
     p.set_defaults(func=run)
 
 
 def stored_dtypes(path: Path) -> list[str]:
     """The dtypes in the model's safetensors weights file, if it has one (empty list otherwise)."""
+    from safetensors import safe_open
+
+    from ..model import CKPT_EMA_FILE, WEIGHTS_FILE, latest_checkpoint
+
     if path.is_dir():
         ckpt = latest_checkpoint(path) or path
         found = [f for f in (path / "vae" / WEIGHTS_FILE, path / WEIGHTS_FILE, ckpt / CKPT_EMA_FILE) if f.is_file()]
@@ -41,21 +39,23 @@ def stored_dtypes(path: Path) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    vae = load_vae(args.model, allow_pickle=args.allow_pickle)
+    from ..model import downsampling_factor, model_id, num_parameters, weights_sha256
+
+    vae = _args.load_model(args)
     cfg = dict(vae.config)
     info = dict(
-        model=str(args.model),
+        model=str(args.model or "default"),
         block_out_channels=list(cfg["block_out_channels"]),
         layers_per_block=cfg["layers_per_block"],
         latent_channels=cfg["latent_channels"],
         norm_num_groups=cfg["norm_num_groups"],
-        downsampling=2 ** (len(cfg["block_out_channels"]) - 1),
+        downsampling=downsampling_factor(vae),
         scaling_factor=cfg["scaling_factor"],
         parameters=num_parameters(vae),
         encoder_parameters=num_parameters(vae.encoder),
         decoder_parameters=num_parameters(vae.decoder),
         dtype=str(next(vae.parameters()).dtype).removeprefix("torch."),
-        stored_dtypes=stored_dtypes(Path(args.model) if Path(args.model).exists() else DEFAULT_MODEL_DIR),
+        stored_dtypes=stored_dtypes(_args.model_path(args.model)),
         sha256=weights_sha256(vae),
         model_id=model_id(vae).hex(),
         config={k: v for k, v in cfg.items() if not k.startswith("_")},
@@ -66,4 +66,7 @@ def run(args: argparse.Namespace) -> int:
     for k, v in info.items():
         if k != "config":
             print(f"{k:>18}: {v}")
+    print("config.json:")
+    for k, v in info["config"].items():
+        print(f"  {k:>24}: {v}")
     return 0

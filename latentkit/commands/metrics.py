@@ -6,13 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-from PIL import Image as PILImage
-from tqdm import tqdm
-
 from ..errors import LatentkitError
-from ..io import read_image
-from ..metrics.compare import FIELDS, compare
-from ..metrics.lpips import NETS
+from . import _args
 
 _HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
 
@@ -28,22 +23,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "one row per pair, a mean row, and names found on one side only are listed.")
     p.add_argument("ref", type=Path, help="reference image or folder")
     p.add_argument("dist", type=Path, help="distorted image or folder")
-    p.add_argument("--lpips-net", choices=NETS, default="squeeze",
+    p.add_argument("--lpips-net", choices=_args.LPIPS_NETS, default="squeeze",
                    help="LPIPS backbone (default squeeze, shipped; alex/vgg need `latentkit fetch`)")
-    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _args.add_json(p, "the results")
     p.set_defaults(func=run)
 
 
 def _images(folder: Path) -> dict[str, Path]:
     """Image files of `folder` by name without extension; a name that occurs twice is an error."""
-    exts = PILImage.registered_extensions()
+    from ..io import list_images
+
     found: dict[str, Path] = {}
-    for f in sorted(folder.iterdir()):
-        if f.is_file() and f.suffix.lower() in exts:
-            if f.stem in found:
-                raise LatentkitError(f"{found[f.stem].name} and {f.name} in {folder} pair ambiguously; "
-                                     "keep one image per name")
-            found[f.stem] = f
+    for f in list_images(folder):
+        if f.stem in found:
+            raise LatentkitError(f"{found[f.stem].name} and {f.name} in {folder} pair ambiguously; "
+                                 "keep one image per name")
+        found[f.stem] = f
     return found
 
 
@@ -64,6 +59,9 @@ def _pairs(ref: Path, dist: Path) -> tuple[list[tuple[str, Path, Path]], list[st
 
 
 def _measure(ref: Path, dist: Path, net: str) -> dict:
+    from ..io import read_image
+    from ..metrics.compare import compare
+
     x, y = read_image(ref), read_image(dist)
     if (x.width, x.height) != (y.width, y.height):
         raise LatentkitError(f"{ref} is {x.width}x{x.height} but {dist} is {y.width}x{y.height}; "
@@ -72,6 +70,8 @@ def _measure(ref: Path, dist: Path, net: str) -> dict:
 
 
 def _mean(rows: list[dict]) -> dict[str, float | None]:
+    from ..metrics.compare import FIELDS
+
     out = {}
     for k in FIELDS:
         vals = [r[k] for r in rows if r[k] is not None]
@@ -84,6 +84,10 @@ def _fmt(v: float | None, key: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..metrics.compare import FIELDS
+
     pairs, only_ref, only_dist = _pairs(args.ref, args.dist)
     rows = []
     for name, r, d in tqdm(pairs, desc="metrics", unit="pair", disable=len(pairs) == 1):

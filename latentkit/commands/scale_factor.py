@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .export import add_export_arguments, add_model_arguments, model_path, torch_dtype
+from . import _args
 
 
 def register(subparsers) -> None:
@@ -15,7 +15,7 @@ def register(subparsers) -> None:
                     "pooled, posterior samples as SD's 0.18215 was derived) and, with --shift, shift_factor = "
                     "their mean (SD3/FLUX-style VAEs: the pipeline feeds (z - shift) * scale). With --write, "
                     "export the model with these factors in its config.")
-    add_model_arguments(p)
+    _args.add_model(p)
     p.add_argument("--data", required=True, help="folder of images (png/jpg/webp, searched recursively)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="use at most N images (sorted by name)")
     p.add_argument("--crop", type=int, default=None, metavar="PX",
@@ -26,8 +26,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the posterior samples (default: 0)")
     p.add_argument("--write", metavar="OUT_DIR", default=None,
                    help="export the model to OUT_DIR with the estimated factors in config.json")
-    add_export_arguments(p)
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _args.add_dtype(p)
+    _args.add_json(p, "the result")
     p.set_defaults(func=run)
 
 
@@ -35,23 +35,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..errors import LatentkitError
-    from ..model import load_vae
+    from ..model import move
     from ..pipeline import estimate_scale_factor, export
 
     if args.limit is not None and args.limit < 1:
         raise LatentkitError("--limit must be at least 1")
-    vae = load_vae(args.model, device="cuda" if torch.cuda.is_available() else None,
-                   allow_pickle=args.allow_pickle)
+    vae = _args.load_model(args, device="cuda" if torch.cuda.is_available() else None)
     scale, shift = estimate_scale_factor(vae, args.data, limit=args.limit, sample=not args.mean,
                                          shift=args.shift, crop=args.crop, seed=args.seed)
-    result = {"model": args.model, "data": args.data, "statistic": "mean" if args.mean else "sample",
+    result = {"model": args.model or "default", "data": args.data, "statistic": "mean" if args.mean else "sample",
               "scaling_factor": scale, "shift_factor": shift}
     if args.write:
-        export(vae.to("cpu"), args.write, dtype=torch_dtype(args.dtype), scaling_factor=scale,
-               shift_factor=shift, inputs=(model_path(args.model), args.data))
+        export(move(vae, device="cpu"), args.write, dtype=_args.torch_dtype(args.dtype), scaling_factor=scale,
+               shift_factor=shift, inputs=(_args.model_path(args.model), args.data))
         result["written"] = args.write
     if args.json:
-        print(json.dumps(result, indent=1))
+        print(json.dumps(result))
     else:
         print(f"scaling_factor = {scale:.6g}")
         if shift is not None:

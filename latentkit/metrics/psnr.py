@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+if TYPE_CHECKING:
+    from ..io import Image
 
 
 def to_8bit_levels(x: torch.Tensor) -> torch.Tensor:
@@ -21,3 +26,12 @@ def psnr(x: torch.Tensor, y: torch.Tensor, quantize: bool = False, eps: float = 
         x, y = to_8bit_levels(x), to_8bit_levels(y)
     mse = (x - y).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / (mse + eps))
+
+
+def written_psnr(src: "Image", rec: "Image") -> float:
+    """PSNR in dB between the colour of two :class:`latentkit.io.Image` as they are written to a file: the gray
+    channel for grayscale sources (the decoded channels' mean), quantised to 8 bits for 8-bit sources."""
+    x, y = src.batch(), rec.batch()
+    if src.grayscale:
+        x, y = x[:, :1], y.mean(1, keepdim=True)
+    return float(psnr(x, y, quantize=src.bit_depth == 8)[0])

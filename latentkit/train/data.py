@@ -1,4 +1,4 @@
-"""Training data: every image under a folder (recursive png/jpg/jpeg/webp), held in memory as uint8,
+"""Training data: every image under a folder (recursive, :func:`latentkit.io.list_images`), held in memory as uint8,
 served as random crops with random horizontal flips.
 
 Images smaller than the crop are upscaled just enough to fit. Unreadable files are skipped with one
@@ -17,19 +17,7 @@ import torch
 from PIL import Image
 
 from ..errors import LatentkitError
-
-EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp"}
-
-
-def list_images(root: str | Path) -> list[Path]:
-    root = Path(root)
-    if not root.is_dir():
-        raise LatentkitError(f"data folder {root} does not exist")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
-    if not files:
-        raise LatentkitError(f"no images (png/jpg/webp) found under {root}")
-    return files
-
+from ..io import list_images
 
 def load_rgb(path: Path) -> np.ndarray | None:
     """H x W x 3 uint8, or None (with a warning) when the file cannot be read."""
@@ -47,7 +35,7 @@ class RandomCrops:
     def __init__(self, root: str | Path, crop: int = 128, seed: int = 0):
         self.crop = crop
         self.images: list[torch.Tensor] = []
-        for p in list_images(root):
+        for p in list_images(root, recursive=True):
             a = load_rgb(p)
             if a is None:
                 continue

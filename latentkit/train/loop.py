@@ -21,11 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import LatentkitError
-from ..io import atomic_write, read_image
-from ..model import config_dict, load_vae, make_vae, num_parameters, reconstruct
+from ..io import atomic_write, list_images, read_image
+from ..model import config_dict, latent_shape, load_vae, make_vae, num_parameters
 from ..runtime import cpu_has_bf16
 from . import checkpoint
-from .data import Prefetcher, RandomCrops, list_images
+from .data import Prefetcher, RandomCrops
 from .ema import EMA
 from .losses import (PatchDiscriminator, adaptive_weight, generator_adv_loss, hinge_d_loss, kl_loss,
                      reconstruction_loss)
@@ -214,7 +214,7 @@ class Trainer:
             _set_rng_state(t["rng"])
             if self.accel.is_main_process:
                 _truncate_log(self.run / checkpoint.LOG_FILE, self.step)
-        self.val_files = list_images(args.val) if args.val else []
+        self.val_files = list_images(args.val, recursive=True) if args.val else []
         for f in self.val_files:  # an unreadable validation image fails now, not an hour into the run
             read_image(f)
         self._forward = torch.compile(self.ae) if args.compile else self.ae
@@ -232,7 +232,7 @@ class Trainer:
         x_in = x + a.denoise_sigma * 2 * torch.randn_like(x) if a.denoise_sigma > 0 else x
         for g in self.opt.param_groups:
             g["lr"] = lr_at(a, step)
-        lat_shape = (x.shape[0], self.vae.config.latent_channels, x.shape[2] // 8, x.shape[3] // 8)
+        lat_shape = (x.shape[0], *latent_shape(self.vae, x.shape[3], x.shape[2]))
         noise = torch.randn(lat_shape, device=x.device) if a.sample_posterior else None
         with self.accel.autocast():
             mean, logvar, rec = self._forward(x_in, noise)
@@ -285,7 +285,7 @@ class Trainer:
         grid of centre crops (original | reconstruction) written to the run folder."""
         from ..metrics import psnr
         from ..metrics.lpips import lpips as lpips_fn
-        from .evaluate import reconstructions
+        from ..bench.evaluate import reconstructions
 
         ps, lp, grid = [], [], []
         for _, x, y in reconstructions(self.ema_model(), self.args.val, progress=False):

@@ -14,30 +14,26 @@ import torch
 from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
-from ..io import read_image
+from ..io import list_images, read_image
 from ..model import reconstruct
-from .data import list_images
 
-#: the default evaluation set: Kodak, beside the repository
-KODAK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kodak"
 METRICS = ("psnr", "ssim", "lpips")
 
 
 def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
                     progress: bool = True) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """For every image under `data` (recursive png/jpg/webp, sorted): (file name relative to `data`, the image
+    """For every image under `data` (recursive, :func:`latentkit.io.list_images`): (file name relative to `data`, the image
     1 x 3 x H x W in [0, 1], its posterior-mean reconstruction rounded to 8-bit levels), on the model's device."""
     from ..metrics import to_8bit_levels
 
     root = Path(data)
-    for f in tqdm(list_images(root), desc="eval", unit="img", disable=not progress):
+    for f in tqdm(list_images(root, recursive=True), desc="eval", unit="img", disable=not progress):
         x = read_image(f).batch().to(next(vae.parameters()).device).float()
         yield str(f.relative_to(root)), x, to_8bit_levels(reconstruct(vae, x))
 
 
-def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike = KODAK,
-                    progress: bool = True) -> dict:
-    """Reconstruct every image under `data` (recursive png/jpg/webp) through the posterior mean.
+def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike, progress: bool = True) -> dict:
+    """Reconstruct every image under `data` (recursive) through the posterior mean.
 
     The reconstruction is rounded to 8-bit levels (what a saved PNG holds) before the metrics.
     Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "lpips"}, ...],
