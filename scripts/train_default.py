@@ -6,7 +6,7 @@ Resumes from RUN/checkpoints when they exist; otherwise starts from the shipped 
 when present (2 crops of 256 px a step, 100 warm-up steps to lr 2e-4, MSE + 0.2 x LPIPS from the start, then one
 cosine learning-rate cycle over --steps, sized to fit one working session on 2 CPU cores; on a CUDA GPU 32 crops a
 step, 200 warm-up steps to lr 3e-4), else from scratch. --minutes sizes the cycle to a wall-clock budget.
-Export the result with `latentkit export runs/default weights/default --dtype fp16` (see
+Export the result with `latentkit export weights/default --model runs/default --dtype fp16` (see
 weights/default/MODEL_CARD.md).
 """
 

@@ -110,3 +110,97 @@ def test_help_everywhere(capsys):
             main([cmd, "--help"])
         assert e.value.code == 0
         assert "usage: latentkit " + cmd in capsys.readouterr().out
+
+
+# -- the defects a new user met (issue: main's CI is red, and nine defects) -------------------------------------
+class _Stdio:
+    """A binary stdin/stdout stand-in (``.buffer`` and ``isatty``), for the ``-`` file name."""
+
+    def __init__(self, data: bytes = b"", tty: bool = False):
+        import io
+
+        self.buffer, self._tty = io.BytesIO(data), tty
+
+    def isatty(self) -> bool:
+        return self._tty
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_dash_is_stdin_and_stdout(monkeypatch, capsys, micro_dir, small_png):
+    monkeypatch.setattr(sys, "stdin", _Stdio(small_png.read_bytes()))
+    monkeypatch.setattr(sys, "stdout", out := _Stdio())
+    assert main(["encode", "-", "-o", "-", "--model", str(micro_dir), "--quality", "40"]) == 0
+    latent = out.buffer.getvalue()
+    assert latent[:2] == b"LK" and "bpp" in capsys.readouterr().err  # the report goes to stderr, not the data
+    monkeypatch.setattr(sys, "stdin", _Stdio(latent))
+    monkeypatch.setattr(sys, "stdout", out := _Stdio())
+    assert main(["decode", "-", "-o", "-", "--model", str(micro_dir)]) == 0
+    import io
+
+    back = PILImage.open(io.BytesIO(out.buffer.getvalue()))
+    assert back.format == "PNG" and back.size == (21, 13) and back.mode == "RGBA"
+
+
+def test_binary_output_to_a_terminal_is_refused(monkeypatch, capsys, micro_dir, small_png):
+    monkeypatch.setattr(sys, "stdout", _Stdio(tty=True))
+    one_line_error(capsys, ["encode", str(small_png), "-o", "-", "--model", str(micro_dir)], "terminal")
+
+
+def test_encode_input_and_output_mistakes(tmp_path, capsys, micro_dir, small_png):
+    one_line_error(capsys, ["encode", str(tmp_path), "-o", str(tmp_path / "x.latent"), "--model", str(micro_dir)],
+                   "is a folder")
+    one_line_error(capsys, ["encode", str(small_png), "-o", str(tmp_path / "x.png"), "--model", str(micro_dir)],
+                   "names an image")
+    assert not (tmp_path / "x.png").exists()
+    for bpp in ("nan", "0", "-1", "inf"):
+        one_line_error(capsys, ["encode", str(small_png), "-o", str(tmp_path / "x.latent"), "--bpp", bpp,
+                                "--model", str(micro_dir)], "positive number")
+    one_line_error(capsys, ["decode", str(tmp_path), "-o", str(tmp_path / "y.png"), "--model", str(micro_dir)],
+                   "is a folder")
+
+
+def test_max_pixels_zero_means_no_limit_everywhere(tmp_path, capsys, micro_dir, small_png):
+    lat, out = tmp_path / "x.latent", tmp_path / "y.png"
+    for argv in (["encode", str(small_png), "-o", str(lat)], ["decode", str(lat), "-o", str(out)],
+                 ["roundtrip", str(small_png), "-o", str(out)]):
+        assert main(argv + ["--model", str(micro_dir), "--max-pixels", "0"]) == 0, capsys.readouterr().err
+    one_line_error(capsys, ["encode", str(small_png), "-o", str(lat), "--model", str(micro_dir), "--max-pixels",
+                            "100"], "--max-pixels")
+
+
+def test_info_prints_the_config(capsys, micro_dir):
+    assert main(["info", "--model", str(micro_dir)]) == 0
+    text = capsys.readouterr().out
+    assert "config.json:" in text and "norm_num_groups" in text and "down_block_types" in text
+
+
+def test_eval_model_needs_data(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["eval-model"])
+    assert e.value.code == 2 and "--data" in capsys.readouterr().err
+
+
+def test_closed_stdout_and_fp16_export_are_quiet(tmp_path, micro_dir):
+    """`info --json | head -c 10`: a reader that goes away gives no traceback; `export --dtype fp16` prints no
+    diffusers warning about float32 modules."""
+    p = subprocess.Popen([sys.executable, "-m", "latentkit.cli", "info", "--model", str(micro_dir), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader is gone before anything is written
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=600) == 141 and err == ""
+    r = subprocess.run([sys.executable, "-m", "latentkit.cli", "export", str(tmp_path / "e"), "--model",
+                        str(micro_dir), "--dtype", "fp16"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stderr == "" and "wrote" in r.stdout
+
+
+def test_cli_constants_agree_with_the_library():
+    from latentkit.commands import _args
+    from latentkit.io import DEFAULT_MAX_PIXELS
+    from latentkit.metrics.lpips import NETS
+
+    assert _args.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS and _args.LPIPS_NETS == NETS
