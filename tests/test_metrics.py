@@ -208,7 +208,7 @@ def test_metrics_cli_on_golden_pair(capsys):
     assert "192x128" in text and f"{case['lpips_squeeze_v0.1']:.4f}" in text and "MS-SSIM" in text
     assert main(["metrics", ref, dist, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["lpips"] == pytest.approx(case["lpips_squeeze_v0.1"], abs=1e-5)
+    assert out["lpips_squeeze"] == pytest.approx(case["lpips_squeeze_v0.1"], abs=1e-5)
     assert out["ms_ssim"] is None  # 128 px is too small for 5 scales
     x, y = _pair(case)
     assert out["psnr"] == pytest.approx(psnr(x, y).item(), abs=1e-4)
@@ -231,8 +231,8 @@ def test_metrics_cli_on_folders(tmp_path, capsys):
     assert main(["metrics", str(ref), str(dist), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     expected = [lpips(x, y).item() for x, y in crops]
-    assert [p["lpips"] for p in out["pairs"]] == pytest.approx(expected, abs=1e-6)
-    assert out["mean"]["lpips"] == pytest.approx(sum(expected) / 2, abs=1e-6)
+    assert [p["lpips_squeeze"] for p in out["pairs"]] == pytest.approx(expected, abs=1e-6)
+    assert out["mean"]["lpips_squeeze"] == pytest.approx(sum(expected) / 2, abs=1e-6)
     assert out["mean"]["ms_ssim"] is None
     assert out["only_in_ref"] == ["lonely.png"] and out["only_in_dist"] == []
     assert main(["metrics", str(ref), str(dist)]) == 0

@@ -220,7 +220,7 @@ def test_cli_train_with_validation_then_eval_model(micro_config, image_dir, tmp_
     result = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in result["images"]] == ["c.png"]
     assert result["mean"]["psnr"] == pytest.approx(result["images"][0]["psnr"])
-    assert 0 < result["mean"]["lpips"] and -1 <= result["mean"]["ssim"] <= 1
+    assert 0 < result["mean"]["lpips_squeeze"] and -1 <= result["mean"]["ssim"] <= 1
     assert main(["eval-model", "--model", str(run), "--data", str(val)]) == 0
     assert "c.png" in capsys.readouterr().out
 

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from ..io import list_images, read_image
 from ..model import reconstruct
 
-METRICS = ("psnr", "ssim", "lpips")
+#: what an evaluation reports (names of :func:`latentkit.metrics.compare.compare`)
+METRICS = ("psnr", "ssim", "ms_ssim", "lpips_squeeze")
 
 
 def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
@@ -36,24 +37,24 @@ def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike, progress: bool 
     """Reconstruct every image under `data` (recursive) through the posterior mean.
 
     The reconstruction is rounded to 8-bit levels (what a saved PNG holds) before the metrics.
-    Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "lpips"}, ...],
-    "mean": {"psnr", "ssim", "lpips"}}``; file names are relative to `data`.
+    Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "ms_ssim", "lpips_squeeze"},
+    ...], "mean": {metric: mean}}``; file names are relative to `data`; ``ms_ssim`` is None for images with a side
+    under 161 px (and then its mean is None).
     """
-    from ..metrics import lpips, psnr
-    from ..metrics.ssim import ssim
+    from ..metrics.compare import compare
 
-    rows = [{"file": name, "width": x.shape[-1], "height": x.shape[-2], "psnr": psnr(x, y, quantize=True).item(),
-             "ssim": ssim(x, y).item(), "lpips": lpips(x, y).item()}
+    rows = [{"file": name, "width": x.shape[-1], "height": x.shape[-2], **compare(x, y, METRICS)[0]}
             for name, x, y in reconstructions(vae, data, progress)]
-    mean = {k: sum(r[k] for r in rows) / len(rows) for k in METRICS}
+    mean = {k: (None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows)) for k in METRICS}
     return {"data": str(Path(data)), "images": rows, "mean": mean}
 
 
 def format_table(result: dict) -> str:
     """The per-image figures and their mean as a fixed-width text table."""
     width = max(len("mean"), *(len(r["file"]) for r in result["images"]))
-    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'LPIPS':>6}"]
+    fmt = lambda v, f: "n/a".rjust(len(format(0.0, f))) if v is None else format(v, f)  # noqa: E731
+    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'MS-SSIM':>7}  {'LPIPS-squeeze':>13}"]
     for r in result["images"] + [{"file": "mean", **result["mean"]}]:
-        lines.append(f"{r['file']:<{width}}  {r['psnr']:8.2f}  {r['ssim']:6.4f}  {r['lpips']:6.4f}")
+        lines.append(f"{r['file']:<{width}}  {fmt(r['psnr'], '8.2f')}  {fmt(r['ssim'], '6.4f')}  "
+                     f"{fmt(r['ms_ssim'], '7.4f')}  {fmt(r['lpips_squeeze'], '13.4f')}")
     return "\n".join(lines)
-

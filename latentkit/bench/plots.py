@@ -8,7 +8,7 @@ from pathlib import Path
 from ..io import atomic_write
 
 #: axis labels per metric key; LPIPS keys are ``lpips_<net>``
-LABELS = {"psnr": "PSNR (dB, higher is better)", "msssim": "MS-SSIM (higher is better)"}
+LABELS = {"psnr": "PSNR (dB, higher is better)", "ms_ssim": "MS-SSIM (higher is better)"}
 
 
 def metric_label(metric: str) -> str:

@@ -27,6 +27,7 @@ from tqdm import tqdm
 from .. import io as lkio
 from ..errors import LatentkitError
 from ..metrics.psnr import to_8bit_levels
+from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
 
@@ -113,43 +114,24 @@ def lpips_nets(requested: Sequence[str] | None) -> list[str]:
     return nets
 
 
-def _ms_ssim() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
-    try:
-        from ..metrics import ms_ssim
-    except ImportError:
-        print("latentkit: warning: latentkit.metrics.ms_ssim is not available; MS-SSIM left out", file=sys.stderr)
-        return None
-    return ms_ssim
-
-
-def measure(ref: torch.Tensor, dec: torch.Tensor, nets: Sequence[str],
-            ms_ssim: Callable | None) -> dict[str, float]:
-    """Distortion of one decoded image against its reference (both 3 x H x W in [0, 1], 8-bit levels)."""
-    from ..metrics import lpips, psnr
-
-    x, y = ref.unsqueeze(0), dec.unsqueeze(0)
-    out = {"psnr": float(psnr(x, y))}
-    if ms_ssim is not None:
-        out["msssim"] = float(ms_ssim(x, y))
-    for net in nets:
-        out[f"lpips_{net}"] = float(lpips(x, y, net=net))
-    return out
-
-
 def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: dict[str, Sequence[int]],
-          nets: Sequence[str], progress: bool = True) -> list[dict[str, Any]]:
+          metrics: Sequence[str], progress: bool = True) -> list[dict[str, Any]]:
     """Encode and decode every image with every codec at each of its qualities; one row per point.
 
-    bpp = whole encoded file bytes x 8 / (width x height of the original). Metrics are measured on the
-    decoded image rounded to 8-bit RGB.
+    bpp = whole encoded file bytes x 8 / (width x height of the original). `metrics` (names of
+    :func:`latentkit.metrics.compare.compare`) are measured on the decoded image rounded to 8-bit RGB.
     """
-    ms = _ms_ssim()
+    from ..metrics.compare import compare
+
     total = len(images) * sum(len(qualities[c]) for c in roundtrips)
     rows = []
     with tqdm(total=total, desc="rd sweep", unit="enc", disable=not progress) as bar:
         for path in images:
             image = lkio.read_image(path)
             ref = to_8bit_levels(image.rgb)
+            if "ms_ssim" in metrics and min(image.height, image.width) < MS_SSIM_MIN_SIDE:
+                raise LatentkitError(f"{path} is {image.width}x{image.height}: MS-SSIM needs a shorter side of "
+                                     f"at least {MS_SSIM_MIN_SIDE} px")
             for codec, roundtrip in roundtrips.items():
                 for q in qualities[codec]:
                     bar.set_postfix_str(f"{path.name} {codec} q{q}", refresh=False)
@@ -158,7 +140,7 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
                         raise RuntimeError(f"{codec} decoded {tuple(dec.shape)} for a {tuple(ref.shape)} image")
                     row = {"image": path.name, "codec": codec, "quality": q, "width": image.width,
                            "height": image.height, "bytes": len(data), "bpp": bpp(len(data), image.width, image.height)}
-                    row.update(measure(ref, to_8bit_levels(dec), nets, ms))
+                    row.update(compare(ref, dec, metrics)[0])
                     rows.append(row)
                     bar.update()
     return rows
@@ -286,8 +268,8 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         raise LatentkitError(f"--out {out} exists and is not a folder")
     nets = lpips_nets(nets)
     roundtrips = {c: (latent_roundtrip(model, device) if c == LATENT else classic_roundtrip(c)) for c in codecs}
-    rows = sweep(images, roundtrips, qualities, nets, progress)
-    metrics = [k for k in rows[0] if k == "psnr" or k == "msssim" or k.startswith("lpips_")]
+    metrics = ["psnr", "ms_ssim", *(f"lpips_{n}" for n in nets)]
+    rows = sweep(images, roundtrips, qualities, metrics, progress)
     if reused:
         lacking = [m for m in metrics if m not in reused[0]]
         if lacking:

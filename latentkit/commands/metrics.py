@@ -9,7 +9,7 @@ from pathlib import Path
 from ..errors import LatentkitError
 from . import _args
 
-_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "lpips": "LPIPS"}
+_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -58,7 +58,11 @@ def _pairs(ref: Path, dist: Path) -> tuple[list[tuple[str, Path, Path]], list[st
     return pairs, sorted(a[k].name for k in a.keys() - b.keys()), sorted(b[k].name for k in b.keys() - a.keys())
 
 
-def _measure(ref: Path, dist: Path, net: str) -> dict:
+def _header(metric: str) -> str:
+    return _HEADERS.get(metric) or "LPIPS-" + metric.removeprefix("lpips_")
+
+
+def _measure(ref: Path, dist: Path, metrics: list[str]) -> dict:
     from ..io import read_image
     from ..metrics.compare import compare
 
@@ -66,14 +70,12 @@ def _measure(ref: Path, dist: Path, net: str) -> dict:
     if (x.width, x.height) != (y.width, y.height):
         raise LatentkitError(f"{ref} is {x.width}x{x.height} but {dist} is {y.width}x{y.height}; "
                              "metrics need images of the same size")
-    return {"width": x.width, "height": x.height, **compare(x.batch(), y.batch(), net)[0]}
+    return {"width": x.width, "height": x.height, **compare(x.batch(), y.batch(), metrics)[0]}
 
 
-def _mean(rows: list[dict]) -> dict[str, float | None]:
-    from ..metrics.compare import FIELDS
-
+def _mean(rows: list[dict], metrics: list[str]) -> dict[str, float | None]:
     out = {}
-    for k in FIELDS:
+    for k in metrics:
         vals = [r[k] for r in rows if r[k] is not None]
         out[k] = sum(vals) / len(vals) if len(vals) == len(rows) else None
     return out
@@ -86,30 +88,28 @@ def _fmt(v: float | None, key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..metrics.compare import FIELDS
-
+    metrics = ["psnr", "ssim", "ms_ssim", f"lpips_{args.lpips_net}"]
     pairs, only_ref, only_dist = _pairs(args.ref, args.dist)
     rows = []
     for name, r, d in tqdm(pairs, desc="metrics", unit="pair", disable=len(pairs) == 1):
-        rows.append({"name": name, **_measure(r, d, args.lpips_net)})
+        rows.append({"name": name, **_measure(r, d, metrics)})
     single = not args.ref.is_dir()
     if args.json:
-        out = {"ref": str(args.ref), "dist": str(args.dist), "lpips_net": args.lpips_net}
-        out.update(rows[0] if single else
-                   {"pairs": rows, "mean": _mean(rows), "only_in_ref": only_ref, "only_in_dist": only_dist})
+        out = {"ref": str(args.ref), "dist": str(args.dist)}
+        out.update(rows[0] if single else {"pairs": rows, "mean": _mean(rows, metrics), "only_in_ref": only_ref,
+                                           "only_in_dist": only_dist})
         print(json.dumps(out, indent=1))
         return 0
     if single:
         row = rows[0]
         print(f"{args.ref} vs {args.dist} ({row['width']}x{row['height']})")
-        for k in FIELDS:
-            label = _HEADERS[k] + (f" ({args.lpips_net})" if k == "lpips" else "")
-            print(f"  {label:<16} {_fmt(row[k], k)}")
+        for k in metrics:
+            print(f"  {_header(k):<16} {_fmt(row[k], k)}")
         return 0
     width = max(len("mean"), *(len(r["name"]) for r in rows))
-    print(f"{'image':<{width}}  " + "  ".join(f"{_HEADERS[k]:>8}" for k in FIELDS) + f"  (LPIPS-{args.lpips_net})")
-    for row in rows + [{"name": "mean", **_mean(rows)}]:
-        print(f"{row['name']:<{width}}  " + "  ".join(f"{_fmt(row[k], k):>8}" for k in FIELDS))
+    print(f"{'image':<{width}}  " + "  ".join(f"{_header(k):>8}" for k in metrics))
+    for row in rows + [{"name": "mean", **_mean(rows, metrics)}]:
+        print(f"{row['name']:<{width}}  " + "  ".join(f"{_fmt(row[k], k):>8}" for k in metrics))
     for label, names in (("only in " + str(args.ref), only_ref), ("only in " + str(args.dist), only_dist)):
         if names:
             print(f"{label} (not compared): {', '.join(names)}")

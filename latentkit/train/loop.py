@@ -283,14 +283,14 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """PSNR (8-bit) and LPIPS-squeeze of the EMA weights on the validation images at full resolution, and a
         grid of centre crops (original | reconstruction) written to the run folder."""
-        from ..metrics import psnr
-        from ..metrics.lpips import lpips as lpips_fn
         from ..bench.evaluate import reconstructions
+        from ..metrics.compare import compare
 
         ps, lp, grid = [], [], []
         for _, x, y in reconstructions(self.ema_model(), self.args.val, progress=False):
-            ps.append(psnr(x, y).item())
-            lp.append(lpips_fn(x, y).item())
+            m = compare(x, y, ("psnr", "lpips_squeeze"))[0]
+            ps.append(m["psnr"])
+            lp.append(m["lpips_squeeze"])
             if len(grid) < 4:
                 c = min(192, x.shape[2], x.shape[3])
                 h0, w0 = (x.shape[2] - c) // 2, (x.shape[3] - c) // 2
