@@ -332,7 +332,8 @@ def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
-    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x 8h x 8w (float32, clamped).
+    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x fh x fw (f: the downsampling factor; float32,
+    clamped).
 
     ``fast`` and ``tile`` as in :func:`encode` (the tiling threshold applies to the output size).
     """
@@ -341,7 +342,8 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile
     p = next(vae.parameters())
     z = latents.to(p.device, p.dtype)
     if tile is None:
-        tile = tiling.should_tile(vae, 8 * z.shape[-2], 8 * z.shape[-1])
+        f = downsampling_factor(vae)
+        tile = tiling.should_tile(vae, f * z.shape[-2], f * z.shape[-1])
     with runtime.inference(p.device, fast):
         z = runtime.prepare_input(z, fast)
         x = tiling.decode_tiled(vae, z) if tile else vae.decode(z).sample

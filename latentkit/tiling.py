@@ -33,6 +33,8 @@ from diffusers import AutoencoderKL
 from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from tqdm.auto import tqdm
 
+from .model import downsampling_factor
+
 #: Automatic tiling starts above this many elements in the widest full-resolution activation
 #: (pixels x block_out_channels[0]): 2^26 elements = 256 MB in fp32, e.g. 2 MPx for a 32-channel model,
 #: 0.5 MPx for the SD VAE (128 channels).
@@ -51,11 +53,11 @@ def should_tile(vae: AutoencoderKL, height: int, width: int) -> bool:
 
 
 def encoder_halo_px(vae: AutoencoderKL) -> int:
-    """Receptive-field radius (pixels, rounded up to a multiple of 8) of the encoder's tiled part:
-    ``conv_in`` and the down blocks (each 3x3 conv at scale s adds s pixels; a stride-2 conv 2s)."""
-    n, layers = len(vae.config.block_out_channels), vae.config.layers_per_block
+    """Receptive-field radius (pixels, rounded up to a multiple of the downsampling factor) of the encoder's
+    tiled part: ``conv_in`` and the down blocks (each 3x3 conv at scale s adds s pixels; a stride-2 conv 2s)."""
+    n, layers, f = len(vae.config.block_out_channels), vae.config.layers_per_block, downsampling_factor(vae)
     r = 1 + sum(2 * layers * 2 ** i + (2 * 2 ** i if i < n - 1 else 0) for i in range(n))
-    return 8 * math.ceil(r / 8)
+    return f * math.ceil(r / f)
 
 
 def decoder_halo_latents(vae: AutoencoderKL) -> int:
@@ -185,8 +187,8 @@ def _run_tiled(body, x: torch.Tensor, core: int, halo: int, scale_out: float, pa
 def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TILE_PX,
                  passes: int = DEFAULT_PASSES, attn_max_tokens: int | None = DEFAULT_ATTN_MAX_TOKENS
                  ) -> DiagonalGaussianDistribution:
-    """The posterior of `x` (N x 3 x H x W in the model's [-1, 1], H and W multiples of 8) computed in
-    tiles of `tile_px` pixels (a multiple of 8). Call inside :func:`latentkit.runtime.inference`."""
+    """The posterior of `x` (N x 3 x H x W in the model's [-1, 1], H and W multiples of the downsampling factor f)
+    computed in tiles of `tile_px` pixels (a multiple of f). Call inside :func:`latentkit.runtime.inference`."""
     enc = vae.encoder
     body_modules = [enc.conv_in, *enc.down_blocks]
 
@@ -196,7 +198,8 @@ def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TIL
         return t
 
     norms = _GroupNormStats(body_modules)
-    feats = _run_tiled(body, x, tile_px, encoder_halo_px(vae), 1 / 8, passes, norms, "encode tiles")
+    feats = _run_tiled(body, x, tile_px, encoder_halo_px(vae), 1 / downsampling_factor(vae), passes, norms,
+                       "encode tiles")
     with _pooled_attention(enc.mid_block, attn_max_tokens):
         h = enc.conv_out(enc.conv_act(enc.conv_norm_out(enc.mid_block(feats))))
     if vae.quant_conv is not None:
@@ -207,8 +210,8 @@ def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TIL
 def decode_tiled(vae: AutoencoderKL, z: torch.Tensor, tile_px: int = DEFAULT_TILE_PX,
                  passes: int = DEFAULT_PASSES, attn_max_tokens: int | None = DEFAULT_ATTN_MAX_TOKENS
                  ) -> torch.Tensor:
-    """The decoder output (model range, N x 3 x 8h x 8w) of unscaled latents `z` computed in tiles of
-    `tile_px` pixels (a multiple of 8). Call inside :func:`latentkit.runtime.inference`."""
+    """The decoder output (model range, N x 3 x fh x fw, f the downsampling factor) of unscaled latents `z` computed in tiles of
+    `tile_px` pixels (a multiple of the downsampling factor). Call inside :func:`latentkit.runtime.inference`."""
     dec = vae.decoder
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)
@@ -221,5 +224,6 @@ def decode_tiled(vae: AutoencoderKL, z: torch.Tensor, tile_px: int = DEFAULT_TIL
         return dec.conv_out(dec.conv_act(dec.conv_norm_out(t)))
 
     norms = _GroupNormStats([*dec.up_blocks, dec.conv_norm_out])
-    return _run_tiled(body, feats, max(1, tile_px // 8), decoder_halo_latents(vae), 8, passes, norms,
+    f = downsampling_factor(vae)
+    return _run_tiled(body, feats, max(1, tile_px // f), decoder_halo_latents(vae), f, passes, norms,
                       "decode tiles")
