@@ -98,7 +98,7 @@ def test_entropy_decoder_turns_coder_assertions_into_latentkit_errors():
         b = bytearray(data)
         b[offset:offset + len(edit) // 2] = bytes.fromhex(edit)
         try:
-            entropy._decode_symbols(bytes(b), q.shape, plan.model, plan.params)
+            entropy.stream._decode_symbols(bytes(b), q.shape, plan.model, plan.params)
         except AssertionError:
             raw_assertions += 1
         except Exception:  # noqa: BLE001 - only the public function's behaviour is asserted below
