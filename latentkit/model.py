@@ -24,6 +24,7 @@ from diffusers import AutoencoderKL
 
 from .errors import LatentkitError
 from .io import current_umask
+from .train import checkpoint
 from .weights import REPO_WEIGHTS
 
 #: Named architectures. ``sd`` is the SD 1.x/2.x kl-f8 VAE; ``tiny``/``small`` are CPU-sized for our own weights.
@@ -41,7 +42,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 DEFAULT_MODEL_DIR = REPO_WEIGHTS / "default"
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 #: A training checkpoint folder holds these (written by :mod:`latentkit.train.checkpoint`).
-CKPT_EMA_FILE = "ema.safetensors"
 
 
 def config_dict(name_or_path: str | os.PathLike) -> dict[str, Any]:
@@ -126,7 +126,7 @@ def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
     if path.is_dir():
         if (path / "vae" / "config.json").is_file():  # a pipeline folder
             path = path / "vae"
-        ckpt = latest_checkpoint(path)
+        ckpt = checkpoint.find(path)
         if ckpt is not None:
             return _from_training_checkpoint(ckpt)
         if (path / "config.json").is_file():
@@ -136,24 +136,12 @@ def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
     return _from_single_file(path, allow_pickle)
 
 
-def latest_checkpoint(path: Path) -> Path | None:
-    """The training checkpoint folder `path` stands for (itself, or a run's latest), or None."""
-    if (path / CKPT_EMA_FILE).is_file():
-        return path
-    latest = path / "checkpoints" / "latest"
-    if latest.is_file():
-        ckpt = path / "checkpoints" / latest.read_text().strip()
-        if (ckpt / CKPT_EMA_FILE).is_file():
-            return ckpt
-    return None
-
-
 def _from_training_checkpoint(ckpt: Path) -> AutoencoderKL:
     from safetensors.torch import load_file
 
-    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg = json.loads((ckpt / checkpoint.CONFIG_FILE).read_text())
     vae = AutoencoderKL(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-    vae.load_state_dict(load_file(ckpt / CKPT_EMA_FILE))
+    vae.load_state_dict(load_file(ckpt / checkpoint.EMA_FILE))
     return vae
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from latentkit.model import DEFAULT_MODEL_DIR
+from latentkit.train import checkpoint
 from latentkit.train.loop import TrainArgs, bf16_supported, train
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,7 +56,7 @@ def main() -> None:
                          "steps, sets the number of steps (at most --steps)")
     args = ap.parse_args()
     out = Path(args.out)
-    resume = (out / "checkpoints" / "latest").is_file()
+    resume = (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file()
     targs = TrainArgs(data=args.data, val=args.val or None, out=str(out), steps=args.steps,
                       time_budget=args.minutes, **RECIPE)
     # channels_last pays off with bf16 autocast (~15%); in plain fp32 on AVX2 it is ~10% slower

@@ -254,3 +254,26 @@ def test_cli_resume_without_data_and_existing_run_needs_overwrite(micro_config, 
     assert [s for s, _ in _losses(run)] == [1]
     assert checkpoint.latest(run).name == "step_0000001"
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*")) == ["step_0000001"]
+
+
+def test_checkpoint_trainer_state_loads_without_pickle(micro_config, image_dir, tmp_path):
+    """trainer.pt holds only tensors and plain values (read with weights_only=True); a crafted one that would
+    run code on unpickling is refused with a one-line error, and the code does not run."""
+    from latentkit.errors import LatentkitError
+
+    run = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(_args(micro_config, image_dir, run, steps=1))
+    ck = checkpoint.latest(run)
+    assert torch.load(ck / checkpoint.TRAINER_FILE, weights_only=True)["step"] == 1
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    torch.save({"step": 1, "x": Payload()}, ck / checkpoint.TRAINER_FILE)
+    with pytest.raises(LatentkitError, match="pickled objects") as e:
+        checkpoint.load(ck)
+    assert "\n" not in str(e.value) and not marker.exists()

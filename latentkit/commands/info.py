@@ -24,11 +24,13 @@ def stored_dtypes(path: Path) -> list[str]:
     """The dtypes in the model's safetensors weights file, if it has one (empty list otherwise)."""
     from safetensors import safe_open
 
-    from ..model import CKPT_EMA_FILE, WEIGHTS_FILE, latest_checkpoint
+    from ..model import WEIGHTS_FILE
+    from ..train import checkpoint
 
     if path.is_dir():
-        ckpt = latest_checkpoint(path) or path
-        found = [f for f in (path / "vae" / WEIGHTS_FILE, path / WEIGHTS_FILE, ckpt / CKPT_EMA_FILE) if f.is_file()]
+        ckpt = checkpoint.find(path) or path
+        found = [f for f in (path / "vae" / WEIGHTS_FILE, path / WEIGHTS_FILE, ckpt / checkpoint.EMA_FILE)
+                 if f.is_file()]
         if not found:
             return []
         path = found[0]
