@@ -19,7 +19,8 @@ import torch
 
 from latentkit.model import DEFAULT_MODEL_DIR
 from latentkit.train import checkpoint
-from latentkit.train.loop import TrainArgs, bf16_supported, train
+from latentkit.train.args import TrainArgs
+from latentkit.train.loop import bf16_supported, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared" / "data"

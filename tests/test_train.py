@@ -19,7 +19,8 @@ from latentkit.train.data import RandomCrops
 from latentkit.train.losses import PatchDiscriminator, adaptive_weight, generator_adv_loss, kl_divergence, kl_loss
 from latentkit.train import checkpoint
 from latentkit.train.ema import EMA
-from latentkit.train.loop import TrainArgs, Trainer, steps_for_budget, train
+from latentkit.train.args import TrainArgs
+from latentkit.train.loop import Trainer, steps_for_budget, train
 
 from conftest import MICRO_CONFIG
 

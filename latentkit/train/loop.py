@@ -1,7 +1,7 @@
 """The training loop: latent-diffusion's autoencoder recipe on top of `accelerate`.
 
 ``accelerate launch -m latentkit.cli train ...`` runs it on several GPUs or machines unchanged; plain
-``latentkit train`` runs on one CPU or GPU. See :class:`TrainArgs` for every knob.
+``latentkit train`` runs on one CPU or GPU. Every knob: :class:`latentkit.train.args.TrainArgs`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -25,55 +25,11 @@ from ..io import atomic_write, list_images, read_image
 from ..model import config_dict, latent_shape, load_vae, make_vae, num_parameters
 from ..runtime import cpu_has_bf16
 from . import checkpoint
+from .args import BUDGET_PROBE, TrainArgs
 from .data import Prefetcher, RandomCrops
 from .ema import EMA
 from .losses import (PatchDiscriminator, adaptive_weight, generator_adv_loss, hinge_d_loss, kl_loss,
                      reconstruction_loss)
-
-
-@dataclass
-class TrainArgs:
-    data: str = ""
-    out: str = ""
-    val: str | None = None
-    config: str = "tiny"
-    init: str | None = None            # start from any model load_vae accepts (fine-tuning)
-    decoder_only: bool = False         # freeze encoder + quant_conv: the latent space stays as it is
-    steps: int = 10000
-    time_budget: float = 0.0           # minutes: end the run's schedule within this (sets steps; 0: off)
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 5e-4
-    min_lr_ratio: float = 0.1          # cosine decay ends at lr * this
-    schedule: str = "constant"         # constant | cosine (after warm-up)
-    warmup: int = 500
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    rec_loss: str = "l1"               # l1 | l2
-    perceptual_weight: float = 1.0
-    perceptual_start: int = 0          # step at which the LPIPS term switches on
-    lpips_net: str = "squeeze"
-    kl_weight: float = 1e-6            # per latent element (see losses.kl_loss)
-    kl_warmup: int = 0                 # steps over which kl_weight ramps up from 0
-    free_bits: float = 0.0             # nats per latent element and channel, not penalised
-    disc_start: int = 50000            # step at which the adversarial term switches on
-    disc_weight: float = 0.5
-    disc_lr: float = 2e-4
-    disc_width: int = 32
-    disc_layers: int = 3
-    sample_posterior: bool = True      # decode a posterior sample (True) or its mean while training
-    denoise_sigma: float = 0.0         # > 0: corrupt inputs with Gaussian noise, reconstruct the clean image
-    ema_decay: float = 0.999
-    mixed_precision: str = "auto"      # auto (bf16 where supported) | bf16 | no
-    channels_last: bool = True
-    compile: bool = False
-    seed: int = 0
-    ckpt_every: int = 500
-    val_every: int = 1000
-    log_every: int = 25
-    keep: int = 3
-    threads: int = 0                   # torch CPU threads (0: torch's default)
-    extra: dict = field(default_factory=dict)
 
 
 def bf16_supported() -> bool:
@@ -81,10 +37,6 @@ def bf16_supported() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     return cpu_has_bf16()
-
-
-#: steps over which `time_budget` measures the speed of a step (after the first, slower ones)
-BUDGET_PROBE = (10, 40)
 
 
 def steps_for_budget(step: int, elapsed_s: float, s_per_step: float, budget_s: float, cap: int) -> int:
@@ -146,85 +98,107 @@ class _AutoencoderPass(nn.Module):
 
 
 class Trainer:
+    """One training run: build (or restore) the model, optimisers and data, then :meth:`fit`."""
+
+    #: knobs a resumed run takes from the command line when given; every other one comes from the checkpoint
+    RESUME_OVERRIDES = {"steps", "ckpt_every", "val_every", "log_every", "threads", "compile", "keep", "out", "data",
+                        "val"}
+
     def __init__(self, args: TrainArgs, resume: bool = False):
-        from accelerate import Accelerator
-
-        self.args = args
-        self.run = Path(args.out)
-        state = None
-        if resume:
-            state = checkpoint.load(checkpoint.latest(self.run))
-            saved = state["trainer"]["args"]
-            keep_new = {"steps", "ckpt_every", "val_every", "log_every", "threads", "compile", "keep",
-                        "out", "data", "val"}
-            for k, v in saved.items():
-                if k not in keep_new or getattr(args, k) == getattr(TrainArgs, k, None):
-                    setattr(args, k, v)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        if torch.cuda.is_available():
-            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
-        mp = args.mixed_precision
-        if mp == "auto":
-            mp = "bf16" if bf16_supported() else "no"
-        self.accel = Accelerator(mixed_precision=mp)
-        torch.manual_seed(args.seed)
-        random.seed(args.seed)
-        np.random.seed(args.seed)
-
+        self.args, self.run = args, Path(args.out)
+        state = checkpoint.load(checkpoint.latest(self.run)) if resume else None
         if state is not None:
-            self.vae = make_vae(state["config"])
-            self.vae.load_state_dict(state["model"])
-        elif args.init:
-            self.vae = load_vae(args.init, dtype=torch.float32)
-        else:
-            self.vae = make_vae(config_dict(args.config), seed=args.seed)
-        self.vae.train().requires_grad_(True)
-        if args.decoder_only:
-            self.vae.encoder.requires_grad_(False)
-            if self.vae.quant_conv is not None:
-                self.vae.quant_conv.requires_grad_(False)
-        if args.channels_last:
-            self.vae.to(memory_format=torch.channels_last)
-        self.disc = PatchDiscriminator(width=args.disc_width, n_layers=args.disc_layers)
-        params = [p for p in self.vae.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
-        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=args.disc_lr, betas=(0.5, 0.9))
-        self.lpips = None
-        if args.perceptual_weight > 0:
-            from ..metrics.lpips import LPIPS
-
-            self.lpips = LPIPS(args.lpips_net)
-        # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
-        self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(_AutoencoderPass(self.vae), self.disc,
-                                                                      self.opt, self.opt_d)
-        self.vae = self.accel.unwrap_model(self.ae).vae
-        self.ema = EMA(self.vae, args.ema_decay)
-        if self.lpips is not None:
-            self.lpips.to(self.accel.device)
-
+            self._restore_args(state["trainer"]["args"])
+        self._setup_runtime()
+        self._build_model(state)
+        self._build_optimisers()
         self.data = RandomCrops(args.data, args.crop, seed=args.seed + self.accel.process_index)
-        self.step, self.wall, self.images_seen = 0, 0.0, 0
-        self.best_score = -float("inf")
+        self.step, self.wall, self.images_seen, self.best_score = 0, 0.0, 0, -float("inf")
         if state is not None:
-            self.vae.load_state_dict(state["model"])
-            self.ema.load_state_dict(state["trainer"]["ema"], state["ema"])
-            self.accel.unwrap_model(self.disc).load_state_dict(state["disc"])
-            self.opt.load_state_dict(state["trainer"]["opt"])
-            self.opt_d.load_state_dict(state["trainer"]["opt_d"])
-            t = state["trainer"]
-            self.step, self.wall, self.images_seen = t["step"], t["wall"], t["images_seen"]
-            self.best_score = t.get("best_score", self.best_score)
-            self.data.load_state_dict(t["data"])
-            _set_rng_state(t["rng"])
-            if self.accel.is_main_process:
-                _truncate_log(self.run / checkpoint.LOG_FILE, self.step)
+            self._restore_state(state)
         self.val_files = list_images(args.val, recursive=True) if args.val else []
         for f in self.val_files:  # an unreadable validation image fails now, not an hour into the run
             read_image(f)
         self._forward = torch.compile(self.ae) if args.compile else self.ae
         self.run.mkdir(parents=True, exist_ok=True)
         (self.run / checkpoint.ARGS_FILE).write_text(json.dumps(asdict(args), indent=2))
+
+    # -- building the run ------------------------------------------------------------------------------------
+    def _restore_args(self, saved: dict) -> None:
+        """Take the saved run's knobs, except those in RESUME_OVERRIDES given with a non-default value."""
+        for k, v in saved.items():
+            if k not in self.RESUME_OVERRIDES or getattr(self.args, k) == getattr(TrainArgs, k, None):
+                setattr(self.args, k, v)
+
+    def _setup_runtime(self) -> None:
+        """Threads, cuDNN, mixed precision (``accelerate``) and the seeds."""
+        from accelerate import Accelerator
+
+        a = self.args
+        if a.threads:
+            torch.set_num_threads(a.threads)
+        if torch.cuda.is_available():
+            torch.backends.cudnn.benchmark = True  # fixed crop size: let cuDNN pick its fastest kernels once
+        mp = a.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if bf16_supported() else "no"
+        self.accel = Accelerator(mixed_precision=mp)
+        torch.manual_seed(a.seed)
+        random.seed(a.seed)
+        np.random.seed(a.seed)
+
+    def _build_model(self, state: dict | None) -> None:
+        """The autoencoder (from the checkpoint, --init or --config) and the discriminator, trainable parts set."""
+        a = self.args
+        if state is not None:
+            self.vae = make_vae(state["config"])
+            self.vae.load_state_dict(state["model"])
+        elif a.init:
+            self.vae = load_vae(a.init, dtype=torch.float32)
+        else:
+            self.vae = make_vae(config_dict(a.config), seed=a.seed)
+        self.vae.train().requires_grad_(True)
+        if a.decoder_only:
+            self.vae.encoder.requires_grad_(False)
+            if self.vae.quant_conv is not None:
+                self.vae.quant_conv.requires_grad_(False)
+        if a.channels_last:
+            self.vae.to(memory_format=torch.channels_last)
+        self.disc = PatchDiscriminator(width=a.disc_width, n_layers=a.disc_layers)
+        self.lpips = None
+        if a.perceptual_weight > 0:
+            from ..metrics.lpips import LPIPS
+
+            self.lpips = LPIPS(a.lpips_net)
+
+    def _build_optimisers(self) -> None:
+        """AdamW for each network; everything handed to ``accelerate`` (devices, DDP); the EMA of the weights."""
+        a = self.args
+        params = [p for p in self.vae.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=a.weight_decay)
+        self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=a.disc_lr, betas=(0.5, 0.9))
+        # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
+        self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(_AutoencoderPass(self.vae), self.disc,
+                                                                      self.opt, self.opt_d)
+        self.vae = self.accel.unwrap_model(self.ae).vae
+        self.ema = EMA(self.vae, a.ema_decay)
+        if self.lpips is not None:
+            self.lpips.to(self.accel.device)
+
+    def _restore_state(self, state: dict) -> None:
+        """Optimisers, EMA, discriminator, counters, data generator and RNGs of the checkpoint; the log is cut
+        back to its step."""
+        t = state["trainer"]
+        self.ema.load_state_dict(t["ema"], state["ema"])
+        self.accel.unwrap_model(self.disc).load_state_dict(state["disc"])
+        self.opt.load_state_dict(t["opt"])
+        self.opt_d.load_state_dict(t["opt_d"])
+        self.step, self.wall, self.images_seen = t["step"], t["wall"], t["images_seen"]
+        self.best_score = t.get("best_score", self.best_score)
+        self.data.load_state_dict(t["data"])
+        _set_rng_state(t["rng"])
+        if self.accel.is_main_process:
+            _truncate_log(self.run / checkpoint.LOG_FILE, self.step)
 
     # -- one step ---------------------------------------------------------------------------------------
     def train_step(self, x01: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -317,78 +291,114 @@ class Trainer:
         return checkpoint.save(self.run, self.step, cfg, self.vae.state_dict(), self.ema.shadow,
                                self.accel.unwrap_model(self.disc).state_dict(), t, keep=self.args.keep)
 
-    def fit(self) -> None:
-        a = self.args
-        log_path = self.run / checkpoint.LOG_FILE
-        fields = ["step", "wall_s", "images_seen", "lr", "loss", "rec", "lpips", "kl", "g", "d", "d_weight",
+    #: the columns of log.csv
+    LOG_FIELDS = ["step", "wall_s", "images_seen", "lr", "loss", "rec", "lpips", "kl", "g", "d", "d_weight",
                   "img_per_s", "val_psnr", "val_lpips"]
-        main = self.accel.is_main_process
-        new = not log_path.exists()
-        logf = open(log_path, "a", newline="") if main else open(os.devnull, "w")
-        writer = csv.DictWriter(logf, fieldnames=fields, extrasaction="ignore")
-        if new:
-            writer.writeheader()
-        if main:
-            n = num_parameters(self.vae)
-            print(f"training {n / 1e6:.2f}M parameters on {self.accel.device} ({self.accel.mixed_precision}), "
-                  f"{len(self.data)} images, step {self.step} -> {a.steps}", flush=True)
+
+    def fit(self) -> None:
+        """Train up to ``args.steps``: log every ``log_every`` steps, validate and checkpoint on schedule."""
+        a = self.args
+        self._open_log()
+        if self.accel.is_main_process:
+            print(f"training {num_parameters(self.vae) / 1e6:.2f}M parameters on {self.accel.device} "
+                  f"({self.accel.mixed_precision}), {len(self.data)} images, step {self.step} -> {a.steps}",
+                  flush=True)
         prefetch = Prefetcher(self.data, a.batch_size)
-        bar = tqdm(total=a.steps, initial=self.step, disable=not self.accel.is_main_process, dynamic_ncols=True,
-                   mininterval=5)
-        t_log, n_log = time.time(), 0
-        t_fit, t_probe = time.time(), 0.0
-        budget_step0 = self.step
+        self.bar = tqdm(total=a.steps, initial=self.step, disable=not self.accel.is_main_process,
+                        dynamic_ncols=True, mininterval=5)
+        self._t_log, self._n_log = time.time(), 0
+        budget = _BudgetProbe(self.step) if a.time_budget > 0 else None
         try:
             while self.step < a.steps:
                 t0 = time.time()
                 logs = self.train_step(prefetch.next())
                 self.wall += time.time() - t0
-                n_log += a.batch_size
-                bar.update(1)
-                if a.time_budget > 0 and self.step - budget_step0 in BUDGET_PROBE:
-                    # size the run (and its cosine schedule, which reads a.steps) to the time budget
-                    if torch.cuda.is_available():
-                        torch.cuda.synchronize()
-                    if self.step - budget_step0 == BUDGET_PROBE[0]:
-                        t_probe = time.time()
-                    else:
-                        per_step = (time.time() - t_probe) / (BUDGET_PROBE[1] - BUDGET_PROBE[0])
-                        a.steps = steps_for_budget(self.step, time.time() - t_fit, per_step,
-                                                   a.time_budget * 60, a.steps)
-                        bar.total = a.steps
-                        bar.write(f"time budget {a.time_budget:g} min: {per_step:.3f} s/step -> {a.steps} steps")
-                        # checkpoints keep the sized run: a resume continues it exactly rather than re-sizing
-                        a.extra["time_budget_min"], a.time_budget = a.time_budget, 0.0
+                self._n_log += a.batch_size
+                self.bar.update(1)
+                if budget is not None and budget.observe(self.step):
+                    self._size_run(budget)
+                    budget = None
                 if self.step % a.log_every == 0:
-                    logs = {k: float(v) for k, v in logs.items()}
-                    rate = n_log / (time.time() - t_log)
-                    t_log, n_log = time.time(), 0
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in logs.items() if k in ("rec", "lpips", "kl", "d")}
-                                    | {"img/s": f"{rate:.1f}"})
-                    writer.writerow({"step": self.step, "wall_s": round(self.wall, 1),
-                                     "images_seen": self.images_seen, "lr": lr_at(a, self.step - 1),
-                                     "img_per_s": round(rate, 2), **logs})
-                    logf.flush()
+                    self._log_losses(logs)
                 last = self.step == a.steps
                 is_val = self.val_files and (self.step % a.val_every == 0 or last)
                 if (self.step % a.ckpt_every == 0 or last or is_val) and self.accel.is_main_process:
-                    v = self.validate() if is_val else None
-                    if v:
-                        writer.writerow({"step": self.step, "wall_s": round(self.wall, 1),
-                                         "images_seen": self.images_seen, **v})
-                        logf.flush()
-                        bar.write(f"step {self.step}: val PSNR {v['val_psnr']:.2f} dB, "
-                                  f"LPIPS {v['val_lpips']:.4f}")
-                    ck = self.save(prefetch.state_dict())
-                    if v:
-                        score = v["val_psnr"] - 20 * v["val_lpips"]
-                        if score > self.best_score:
-                            self.best_score = score
-                            checkpoint.mark_best(self.run, ck)
+                    self._checkpoint(prefetch.state_dict(), validate=bool(is_val))
         finally:
             prefetch.close()
-            bar.close()
-            logf.close()
+            self.bar.close()
+            self._logf.close()
+
+    def _open_log(self) -> None:
+        path = self.run / checkpoint.LOG_FILE
+        new = not path.exists()
+        self._logf = open(path, "a", newline="") if self.accel.is_main_process else open(os.devnull, "w")
+        self._writer = csv.DictWriter(self._logf, fieldnames=self.LOG_FIELDS, extrasaction="ignore")
+        if new:
+            self._writer.writeheader()
+
+    def _log_row(self, row: dict) -> None:
+        self._writer.writerow({"step": self.step, "wall_s": round(self.wall, 1), "images_seen": self.images_seen,
+                               **row})
+        self._logf.flush()
+
+    def _log_losses(self, logs: dict[str, torch.Tensor]) -> None:
+        """A log.csv row of the step's losses, the learning rate and the images/s since the last row."""
+        values = {k: float(v) for k, v in logs.items()}
+        rate = self._n_log / (time.time() - self._t_log)
+        self._t_log, self._n_log = time.time(), 0
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if k in ("rec", "lpips", "kl", "d")}
+                             | {"img/s": f"{rate:.1f}"})
+        self._log_row({"lr": lr_at(self.args, self.step - 1), "img_per_s": round(rate, 2), **values})
+
+    def _size_run(self, budget: "_BudgetProbe") -> None:
+        """Set ``steps`` (and so the cosine schedule, which reads it) to what fits ``time_budget``."""
+        a = self.args
+        per_step = budget.seconds_per_step()
+        a.steps = steps_for_budget(self.step, budget.elapsed(), per_step, a.time_budget * 60, a.steps)
+        self.bar.total = a.steps
+        self.bar.write(f"time budget {a.time_budget:g} min: {per_step:.3f} s/step -> {a.steps} steps")
+        # checkpoints keep the sized run: a resume continues it exactly rather than re-sizing
+        a.extra["time_budget_min"], a.time_budget = a.time_budget, 0.0
+
+    def _checkpoint(self, data_state: dict, validate: bool) -> None:
+        """Validate (if due), write a checkpoint, and mark it best when its validation score is the best."""
+        v = self.validate() if validate else None
+        if v:
+            self._log_row(v)
+            self.bar.write(f"step {self.step}: val PSNR {v['val_psnr']:.2f} dB, LPIPS {v['val_lpips']:.4f}")
+        ck = self.save(data_state)
+        if v:
+            score = v["val_psnr"] - 20 * v["val_lpips"]
+            if score > self.best_score:
+                self.best_score = score
+                checkpoint.mark_best(self.run, ck)
+
+
+class _BudgetProbe:
+    """Times the steps BUDGET_PROBE[0]..BUDGET_PROBE[1] after `start_step` (the first steps are slower)."""
+
+    def __init__(self, start_step: int):
+        self.start_step, self.t_start, self.t_probe = start_step, time.time(), 0.0
+
+    def observe(self, step: int) -> bool:
+        """Call after each step; True once the probe is complete."""
+        k = step - self.start_step
+        if k not in BUDGET_PROBE:
+            return False
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        if k == BUDGET_PROBE[0]:
+            self.t_probe = time.time()
+            return False
+        self.t_end = time.time()
+        return True
+
+    def seconds_per_step(self) -> float:
+        return (self.t_end - self.t_probe) / (BUDGET_PROBE[1] - BUDGET_PROBE[0])
+
+    def elapsed(self) -> float:
+        return self.t_end - self.t_start
 
 
 def train(args: TrainArgs, resume: bool = False, overwrite: bool = False) -> Path:
