@@ -27,12 +27,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 from PIL import Image as PILImage
 from PIL import ImageCms, ImageOps, UnidentifiedImageError
 
 from .errors import LatentkitError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so that error paths and --help stay light
+    import torch
 
 #: Pillow's own decompression-bomb limit (pixels), overridable with --max-pixels.
 DEFAULT_MAX_PIXELS = PILImage.MAX_IMAGE_PIXELS
@@ -71,6 +75,8 @@ class Image:
 
 def _gray(g: np.ndarray) -> torch.Tensor:
     """H x W float array in [0, 1] -> 3 x H x W float32 tensor."""
+    import torch
+
     return torch.from_numpy(np.repeat(g[None].astype(np.float32), 3, 0))
 
 
@@ -108,6 +114,8 @@ def from_pil(im: PILImage.Image) -> Image:
         icc = None  # the CMYK profile does not describe the (s)RGB we produce
     else:  # RGB, YCbCr, LAB, HSV, F, ...
         rgb = np.asarray(im.convert("RGB"))
+    import torch
+
     t = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / 255.0)
     return Image(t, alpha, grayscale=False, icc_profile=icc)
 

@@ -204,3 +204,16 @@ def test_cli_constants_agree_with_the_library():
     from latentkit.metrics.lpips import NETS
 
     assert _args.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS and _args.LPIPS_NETS == NETS
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["train", "--help"], ["bench", "rd", "--help"],
+                                  ["encode", "missing.png", "-o", "x.latent"], ["decode", "missing.latent", "-o",
+                                                                                "x.png"]])
+def test_help_and_input_errors_import_no_torch(argv, tmp_path):
+    code = ("import sys\nfrom latentkit.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
+            "    rc = e.code\nheavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers'})\n"
+            "print('RESULT', rc, ','.join(heavy) or 'none')")
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=600)
+    rc, heavy = r.stdout.strip().splitlines()[-1].split()[1:]
+    assert heavy == "none" and rc == ("0" if "--help" in argv else "2"), r.stderr

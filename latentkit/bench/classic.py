@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from PIL import features
 
 from ..errors import LatentkitError
+from .sweeps import CLASSIC_QUALITIES
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,10 @@ class ClassicCodec:
 
 CLASSIC: dict[str, ClassicCodec] = {
     c.name: c for c in (
-        ClassicCodec("jpeg", "JPEG", (1, 5, 10, 20, 35, 50, 70), {"optimize": True}),
-        ClassicCodec("webp", "WEBP", (0, 5, 15, 30, 50, 70, 80), {"method": 6}),
-        ClassicCodec("avif", "AVIF", (5, 15, 25, 35, 45, 55, 65), {"speed": 6}),
-        ClassicCodec("jxl", "JXL", (0, 10, 25, 40, 55, 70, 80), {"effort": 7}),
+        ClassicCodec("jpeg", "JPEG", CLASSIC_QUALITIES["jpeg"], {"optimize": True}),
+        ClassicCodec("webp", "WEBP", CLASSIC_QUALITIES["webp"], {"method": 6}),
+        ClassicCodec("avif", "AVIF", CLASSIC_QUALITIES["avif"], {"speed": 6}),
+        ClassicCodec("jxl", "JXL", CLASSIC_QUALITIES["jxl"], {"effort": 7}),
     )
 }
 

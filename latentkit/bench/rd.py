@@ -29,11 +29,8 @@ from ..metrics.psnr import to_8bit_levels
 from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
+from .sweeps import CODECS, LATENT, LATENT_QUALITIES
 
-LATENT = "latent"
-CODECS = (LATENT, *CLASSIC)
-#: The latent codec's quality runs 1..100; the default sweep covers all of it, densest at the low end.
-LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
 ANCHORS = ("jpeg", LATENT)
 
 #: roundtrip(image, quality) -> (file bytes, decoded 3 x H x W in [0, 1])

@@ -14,6 +14,8 @@ from pathlib import Path
 DEFAULT_MAX_PIXELS = 89_478_485
 #: --dtype choices -> torch dtype names
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+#: named model configs (latentkit.model.CONFIGS, spelled here so that --help needs no torch)
+CONFIG_NAMES = ("tiny", "small", "sd")
 #: LPIPS backbones (latentkit.metrics.lpips.NETS, spelled here so that --help needs no torch)
 LPIPS_NETS = ("squeeze", "alex", "vgg")
 #: the file name that stands for standard input / output

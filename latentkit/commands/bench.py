@@ -7,13 +7,12 @@ import json
 
 
 def register(subparsers) -> None:
-    from ..bench.rd import CODECS, LATENT_QUALITIES
-    from ..bench.classic import CLASSIC
+    from ..bench.sweeps import CLASSIC_QUALITIES, CODECS, LATENT_QUALITIES
 
     p = subparsers.add_parser("bench", help="benchmarks: rate-distortion against classic codecs",
                               description="Benchmarks. `latentkit bench rd --help` for the rate-distortion sweep.")
     sub = p.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    defaults = "; ".join(f"{c}: {','.join(map(str, CLASSIC[c].qualities))}" for c in CLASSIC)
+    defaults = "; ".join(f"{c}: {','.join(map(str, q))}" for c, q in CLASSIC_QUALITIES.items())
     rd = sub.add_parser(
         "rd", help="rate-distortion sweep, BD-rates and plots",
         description="Encode every image of --data with each codec at a sweep of qualities; bpp is the whole "

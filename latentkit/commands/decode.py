@@ -24,13 +24,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..codec import decompress
+    from ..codec import format
     from ..io import image_bytes, image_format
 
     fmt = "PNG" if args.output == _args.STDIO else image_format(args.output)
     _args.check_input_file(args.input)
     _args.check_output(args.output, inputs=(args.input,))
     data = _args.read_input(args.input)
+    format.parse(data, _args.max_pixels(args))  # a damaged or foreign file fails here, before the model loads
+
+    from ..codec import decompress  # torch and diffusers from here on
+
     vae = _args.load_model(args)
     t0 = time.perf_counter()
     image = decompress(data, vae, max_pixels=_args.max_pixels(args))

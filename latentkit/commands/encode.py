@@ -34,10 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from PIL import Image as PILImage
 
-    from ..codec import LatentEncoder, decompress, quant
+    from ..codec import quant
     from ..errors import LatentkitError
-    from ..io import read_image
-    from ..metrics.psnr import written_psnr
 
     if Path(args.output).suffix.lower() in PILImage.registered_extensions():
         raise LatentkitError(f"encode writes a .latent file, but {args.output} names an image; use -o "
@@ -48,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
         quant.check_bpp(args.bpp)
     _args.check_input_file(args.input)
     _args.check_output(args.output, inputs=(args.input,))
+
+    from ..codec import LatentEncoder, decompress  # torch and diffusers from here on
+    from ..io import read_image
+    from ..metrics.psnr import written_psnr
+
     source = _args.read_input(args.input) if args.input == _args.STDIO else args.input
     image = read_image(source, _args.max_pixels(args))
     vae = _args.load_model(args)

@@ -13,11 +13,10 @@ import re
 from pathlib import Path
 
 from ..errors import LatentkitError
-from ..io import atomic_write
-from ..metrics.lpips import BACKBONE_FILES, BACKBONE_URLS
+from . import _args
 
-#: what can be fetched: target name -> LPIPS net
-TARGETS = {f"lpips-{net}": net for net in BACKBONE_URLS}
+#: what can be fetched: target name -> LPIPS net (the shipped squeeze needs nothing)
+TARGETS = {f"lpips-{net}": net for net in _args.LPIPS_NETS if net != "squeeze"}
 _HASH_PREFIX = re.compile(r"-([a-f0-9]{6,64})\.")
 
 
@@ -47,6 +46,9 @@ def fetch(target: str, dest_dir: str | Path | None = None) -> Path:
     """Download `target` (a key of ``TARGETS``) into `dest_dir` (default ``torch.hub.get_dir()/checkpoints``),
     check its hash and move it into place atomically. An existing file with the right hash is kept as it is."""
     import torch.hub
+
+    from ..io import atomic_write
+    from ..metrics.lpips import BACKBONE_FILES, BACKBONE_URLS
 
     net = TARGETS[target]
     folder = Path(dest_dir) if dest_dir else Path(torch.hub.get_dir()) / "checkpoints"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from ..errors import LatentkitError
-from ..model import CONFIGS, make_vae, num_parameters, save_vae, weights_sha256
+from . import _args
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                     "diffusion_pytorch_model.safetensors, loadable by stock diffusers). Useful to try the "
                     "commands before trained weights exist, and as a starting point for training.")
     p.add_argument("--config", required=True, metavar="NAME|PATH",
-                   help=f"a named config ({', '.join(CONFIGS)}: tiny ~3.9M, small ~15M, sd ~84M parameters), "
+                   help=f"a named config ({', '.join(_args.CONFIG_NAMES)}: tiny ~3.9M, small ~15M, sd ~84M parameters), "
                         "a config.json, or a model folder whose architecture to copy")
     p.add_argument("out", metavar="OUT", help="output folder (must not exist yet, unless --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: %(default)s)")
@@ -27,6 +27,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..model import make_vae, num_parameters, save_vae, weights_sha256
+
     out = Path(args.out)
     if out.exists() and any(out.iterdir() if out.is_dir() else [out]) and not args.overwrite:
         raise LatentkitError(f"{out} already exists; choose a new folder or pass --overwrite")

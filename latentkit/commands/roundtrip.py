@@ -30,15 +30,17 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..io import Image, image_bytes, image_format, read_image
-    from ..metrics.psnr import written_psnr
-    from ..model import reconstruct
 
     fmt = "PNG" if args.output == _args.STDIO else image_format(args.output)
     _args.check_input_file(args.input)
     _args.check_output(args.output, inputs=(args.input,))
+
+    import torch  # and diffusers from here on
+
+    from ..metrics.psnr import written_psnr
+    from ..model import reconstruct
+
     source = _args.read_input(args.input) if args.input == _args.STDIO else args.input
     src = read_image(source, max_pixels=_args.max_pixels(args))
     vae = _args.load_model(args)
