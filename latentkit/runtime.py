@@ -1,7 +1,6 @@
 """The fast CPU inference path used by :func:`latentkit.model.encode` / :func:`~latentkit.model.decode`.
 
-What it does, and what each piece bought on this project's 2-core Zen 4 machine (768x512 encode+decode
-with the 3.9M-parameter default model; see README "Performance" for the current figures):
+What it does (what each piece buys, measured per CPU family: README "Performance" and `scripts/bench_speed.py`):
 
 - ``torch.inference_mode`` instead of plain autograd (no graph, no version counters);
 - channels_last activations: the input is made channels_last and every oneDNN convolution keeps that
@@ -9,9 +8,9 @@ with the 3.9M-parameter default model; see README "Performance" for the current 
 - bfloat16 autocast where the CPU has native bf16 (``avx512_bf16`` / AMX); elsewhere fp32. Convolutions,
   matmuls and GroupNorm run in bf16; results come back as float32.
 
-``torch.compile`` is deliberately not used: its warm-up costs more than one image's inference saves.
-Thread count is PyTorch's default (one per physical core), which measured best; the output of a given
-path is deterministic on a given machine (same input, same bits), which the codec relies on.
+``torch.compile`` is not used (its warm-up costs more than one image's inference saves). The thread count is
+PyTorch's default (one per physical core). The output of a given path is deterministic on a given machine and
+thread count (same input, same bits), which the codec relies on.
 """
 
 from __future__ import annotations

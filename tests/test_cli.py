@@ -202,8 +202,10 @@ def test_cli_constants_agree_with_the_library():
     from latentkit.commands import _args
     from latentkit.io import DEFAULT_MAX_PIXELS
     from latentkit.metrics.lpips import NETS
+    from latentkit.model import CONFIGS
 
     assert _args.DEFAULT_MAX_PIXELS == DEFAULT_MAX_PIXELS and _args.LPIPS_NETS == NETS
+    assert _args.CONFIG_NAMES == tuple(CONFIGS)
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["train", "--help"], ["bench", "rd", "--help"],

@@ -9,10 +9,9 @@ rate that rule fails (a channel whose values mostly round to zero costs its whol
 so :func:`choose_exponents` searches each channel's step for the least ``g_c * e_c + lambda * r_c``, with the
 exact quantization error ``e_c``, the channel's rate ``r_c`` from its symbols (bits per element, the entropy
 coder's own context model estimate: :func:`latentkit.codec.entropy.channel_bits`) and
-``lambda = k**2 ln 2 / 6``, the slope at which the high-rate rule is optimal. On Kodak with the default model
-this gives about 40% fewer bits at the same PSNR at the lowest qualities and +0.7 dB at ~0.06 bpp.
-The posterior's own std is a poor guide with a weak KL term: on the default model it differs 50x between
-channels while the gains differ 20x the other way.
+``lambda = k**2 ln 2 / 6``, the slope at which the high-rate rule is optimal (what this buys on Kodak: README,
+"The `.latent` codec"). The posterior's own std is a poor guide with a weak KL term (it need not track how much
+the decoder cares about a channel), which is why the gains are measured.
 
 The gains are measured per image by finite differences on a central crop of its latent (at most
 ``CROP`` x ``CROP`` latent positions, so the cost is bounded whatever the image size: about a fifth of a
