@@ -110,6 +110,19 @@ def check_output(path: str, inputs: tuple = (), binary: bool = True) -> None:
     check_file(path, inputs=tuple(i for i in inputs if i != STDIO))
 
 
+def check_paths(args: argparse.Namespace, image_output: bool = False) -> str | None:
+    """Check a command's IN (``args.input``) and OUT (``args.output``) before any work: IN exists (or is ``-``),
+    OUT can be written and is not IN. For an image OUT, returns its Pillow format (PNG for stdout)."""
+    fmt = None
+    if image_output:
+        from ..io import image_format
+
+        fmt = "PNG" if args.output == STDIO else image_format(args.output)
+    check_input_file(args.input)
+    check_output(args.output, inputs=(args.input,))
+    return fmt
+
+
 def write_output(path: str, data: bytes, inputs: tuple = ()) -> None:
     """Write `data` to `path` atomically (temporary file + rename), or to standard output for ``-``."""
     from ..io import atomic_write

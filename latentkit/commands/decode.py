@@ -25,11 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..codec import format
-    from ..io import image_bytes, image_format
+    from ..io import image_bytes
 
-    fmt = "PNG" if args.output == _args.STDIO else image_format(args.output)
-    _args.check_input_file(args.input)
-    _args.check_output(args.output, inputs=(args.input,))
+    fmt = _args.check_paths(args, image_output=True)
     data = _args.read_input(args.input)
     format.parse(data, _args.max_pixels(args))  # a damaged or foreign file fails here, before the model loads
 

@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
         quant.check_quality(args.quality)
     else:
         quant.check_bpp(args.bpp)
-    _args.check_input_file(args.input)
-    _args.check_output(args.output, inputs=(args.input,))
+    _args.check_paths(args)
 
     from ..codec import LatentEncoder, decompress  # torch and diffusers from here on
     from ..io import read_image

@@ -30,11 +30,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import Image, image_bytes, image_format, read_image
+    from ..io import Image, image_bytes, read_image
 
-    fmt = "PNG" if args.output == _args.STDIO else image_format(args.output)
-    _args.check_input_file(args.input)
-    _args.check_output(args.output, inputs=(args.input,))
+    fmt = _args.check_paths(args, image_output=True)
 
     import torch  # and diffusers from here on
 
