@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -162,13 +163,32 @@ def _read_state_dict(path: Path, allow_pickle: bool) -> dict[str, torch.Tensor]:
     raise LatentkitError(f"{path}: unknown model file type '{suffix}' (expected a folder, .safetensors or .ckpt)")
 
 
+#: safetensors metadata key under which latentkit's single-file export stores the full config (JSON)
+SINGLE_FILE_CONFIG_KEY = "latentkit_config"
+
+
+def _stored_config(path: Path) -> dict[str, Any] | None:
+    """The config a latentkit single-file export carries in its safetensors metadata, or None."""
+    if path.suffix.lower() != ".safetensors":
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        text = (f.metadata() or {}).get(SINGLE_FILE_CONFIG_KEY)
+    return json.loads(text) if text else None
+
+
 def _from_single_file(path: Path, allow_pickle: bool) -> AutoencoderKL:
+    # Not diffusers' AutoencoderKL.from_single_file: without a config= folder it fetches the architecture's
+    # config from the hub, and a single file has none; the key conversion is diffusers' own
+    # (convert_ldm_state_dict) and the config is read off the weights (infer_config). tests/test_pipeline.py
+    # checks that from_single_file(config=...) gives the same model.
     sd = _read_state_dict(path, allow_pickle)
     if any(k.startswith("encoder.down_blocks.") for k in sd):
         diffusers_sd = sd
     else:
         diffusers_sd = convert_ldm_state_dict(sd)
-    cfg = infer_config(diffusers_sd)
+    cfg = _stored_config(path) or infer_config(diffusers_sd)
     vae = AutoencoderKL(**cfg)
     missing, unexpected = vae.load_state_dict(diffusers_sd, strict=False)
     if missing:
@@ -195,6 +215,38 @@ def convert_ldm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
                              "(with or without the first_stage_model. prefix)")
     n = 1 + max(int(k.split(".")[2]) for k in vae_sd if k.startswith("encoder.down."))
     return convert_ldm_vae_checkpoint(vae_sd, {"down_block_types": [None] * n, "up_block_types": [None] * n})
+
+
+def to_ldm_state_dict(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
+    """The model's weights under the original SD/LDM key layout (``encoder.down.0.block.0...``, ``mid.attn_1``
+    with 1x1-conv attention weights, ``quant_conv``, ``post_quant_conv``): what ComfyUI and AUTOMATIC1111 load
+    as a VAE file. The inverse of :func:`convert_ldm_state_dict` (diffusers ships only the LDM -> diffusers
+    direction; the tests check that its converter gives these weights back exactly)."""
+    n = len(vae.config.block_out_channels)
+    rules = [
+        (r"^(encoder)\.down_blocks\.(\d+)\.resnets\.", lambda m: f"{m[1]}.down.{m[2]}.block."),
+        (r"^(encoder)\.down_blocks\.(\d+)\.downsamplers\.0\.", lambda m: f"{m[1]}.down.{m[2]}.downsample."),
+        (r"^(decoder)\.up_blocks\.(\d+)\.resnets\.", lambda m: f"{m[1]}.up.{n - 1 - int(m[2])}.block."),
+        (r"^(decoder)\.up_blocks\.(\d+)\.upsamplers\.0\.", lambda m: f"{m[1]}.up.{n - 1 - int(m[2])}.upsample."),
+        (r"^(encoder|decoder)\.mid_block\.resnets\.(\d+)\.", lambda m: f"{m[1]}.mid.block_{int(m[2]) + 1}."),
+        (r"^(encoder|decoder)\.mid_block\.attentions\.0\.", lambda m: f"{m[1]}.mid.attn_1."),
+        (r"^(encoder|decoder)\.conv_norm_out\.", lambda m: f"{m[1]}.norm_out."),
+    ]
+    attn_names = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+    out = {}
+    for key, value in vae.state_dict().items():
+        new = key
+        for pattern, repl in rules:
+            new = re.sub(pattern, repl, new)
+        new = new.replace(".conv_shortcut.", ".nin_shortcut.")
+        if ".mid.attn_1." in new:
+            head, tail = new.split(".mid.attn_1.")
+            name, leaf = tail.rsplit(".", 1)
+            new = f"{head}.mid.attn_1.{attn_names[name]}.{leaf}"
+            if leaf == "weight" and value.ndim == 2:  # linear -> 1x1 convolution
+                value = value[:, :, None, None]
+        out[new] = value.detach().cpu().contiguous()
+    return out
 
 
 def infer_config(sd: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ give its latents unit variance before it can replace a pipeline's own VAE.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -17,7 +18,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from .errors import LatentkitError
-from .model import downsampling_factor, encode, move, save_vae
+from .model import SINGLE_FILE_CONFIG_KEY, downsampling_factor, encode, move, save_vae
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -51,6 +52,39 @@ def export(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype | 
     if shift_factor is not None:
         vae.register_to_config(shift_factor=float(shift_factor))
     return save_vae(vae, out, dtype=dtype)
+
+
+#: GroupNorm groups SD/LDM single-file loaders (ComfyUI, AUTOMATIC1111) assume: other models load there wrongly
+LDM_NORM_GROUPS = 32
+
+
+def export_single_file(vae: AutoencoderKL, out_file: str | os.PathLike, dtype: torch.dtype | None = None,
+                       overwrite: bool = False, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Write `vae` as one ``.safetensors`` file in the original SD/LDM key layout (:func:`latentkit.model.
+    to_ldm_state_dict`), the VAE file ComfyUI and AUTOMATIC1111 load, and which ``load_vae`` and diffusers'
+    ``AutoencoderKL.from_single_file(out_file, config=...)`` read back. The file has no config: the
+    architecture is read off the weights (ComfyUI, AUTOMATIC1111), so those load it only with
+    ``norm_num_groups`` = :data:`LDM_NORM_GROUPS`; the full config also travels in the file's safetensors
+    metadata, which ``load_vae`` reads, so latentkit loads any model from it exactly.
+
+    ``dtype``: weights dtype in the file (None keeps the model's). Refuses an existing file unless `overwrite`,
+    and never writes over one of `inputs`; the write is atomic."""
+    from safetensors.torch import save_file
+
+    from .io import atomic_write
+    from .model import to_ldm_state_dict
+
+    out = Path(out_file).expanduser()
+    if out.suffix.lower() != ".safetensors":
+        raise LatentkitError(f"a single-file export is a .safetensors file; got {out}")
+    if out.exists() and not overwrite:
+        raise LatentkitError(f"{out} already exists; pass --overwrite to replace it")
+    sd = to_ldm_state_dict(vae)
+    if dtype is not None:
+        sd = {k: v.to(dtype) for k, v in sd.items()}
+    config = json.dumps({k: v for k, v in dict(vae.config).items() if not k.startswith("_")}, default=list)
+    metadata = {"format": "pt", SINGLE_FILE_CONFIG_KEY: config}
+    return atomic_write(out, lambda tmp: save_file(sd, str(tmp), metadata=metadata), tuple(inputs))
 
 
 # ---------------------------------------------------------------------------------------------- swap_vae

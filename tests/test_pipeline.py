@@ -14,7 +14,7 @@ import torch
 
 from latentkit import cli
 from latentkit.errors import LatentkitError
-from latentkit.model import encode, load_vae, make_vae, reconstruct, weights_sha256
+from latentkit.model import encode, load_vae, make_vae, reconstruct, save_vae, weights_sha256
 from latentkit.pipeline import accepted_latent_channels, estimate_scale_factor, export, swap_vae
 
 HIDDEN = 16  # text-encoder width = UNet cross-attention width
@@ -253,3 +253,43 @@ def test_accepted_latent_channels_for_packed_and_pix2pix_layouts():
 
     assert accepted_latent_channels(FluxFillLike()) == {16}
     assert accepted_latent_channels(StableDiffusionInstructPix2PixLike()) == {8, 4}
+
+
+# -- single-file (SD/LDM layout) export --------------------------------------------------------------------------
+def test_ldm_keys_round_trip_through_diffusers_converter(micro_vae):
+    """to_ldm_state_dict is the exact inverse of diffusers' own LDM -> diffusers converter."""
+    from latentkit.model import convert_ldm_state_dict, to_ldm_state_dict
+
+    ldm = to_ldm_state_dict(micro_vae)
+    assert "encoder.down.0.block.0.conv1.weight" in ldm and "decoder.up.0.block.0.conv1.weight" in ldm
+    assert "quant_conv.weight" in ldm and "post_quant_conv.weight" in ldm
+    assert ldm["encoder.mid.attn_1.q.weight"].ndim == 4  # 1x1 convolutions, as in the original checkpoints
+    back, sd = convert_ldm_state_dict(ldm), micro_vae.state_dict()
+    assert set(back) == set(sd) and all(torch.equal(back[k], sd[k]) for k in sd)
+
+
+def test_ldm_export_loads_in_diffusers_from_single_file_and_latentkit(tmp_path, micro_vae, capsys, monkeypatch):
+    from diffusers import AutoencoderKL
+
+    model_dir = save_vae(micro_vae, tmp_path / "m")
+    out = tmp_path / "vae.safetensors"
+    assert cli.main(["export", str(out), "--model", str(model_dir), "--format", "ldm"]) == 0
+    assert "ComfyUI" in capsys.readouterr().out  # the micro model has 4 GroupNorm groups, not SD's 32: said so
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    stock = AutoencoderKL.from_single_file(str(out), config=str(model_dir), local_files_only=True).eval()
+    ours = load_vae(out)
+    x = torch.rand(1, 3, 32, 48, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    with torch.no_grad():
+        ref = micro_vae(x).sample
+        assert torch.equal(stock(x).sample, ref)
+    assert weights_sha256(ours) == weights_sha256(micro_vae) and ours.config.norm_num_groups == 4
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert cli.main(["export", str(out), "--model", str(model_dir), "--format", "ldm"]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--overwrite" in err and err.count("\n") == 1 and out.read_bytes() == before
+    assert cli.main(["export", str(out), "--model", str(model_dir), "--format", "ldm", "--overwrite",
+                     "--dtype", "fp16"]) == 0
+    from safetensors.torch import load_file
+
+    assert {v.dtype for v in load_file(out).values()} == {torch.float16}

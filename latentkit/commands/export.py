@@ -1,4 +1,5 @@
-"""``latentkit export OUT_DIR [--model M]``: write any model latentkit loads as a stock diffusers folder."""
+"""``latentkit export OUT [--model M] [--format diffusers|ldm]``: write any model latentkit loads as a stock
+diffusers folder, or as one SD/LDM-layout ``.safetensors`` file (ComfyUI, AUTOMATIC1111)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,18 @@ from . import _args
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "export", help="write a model as a diffusers folder for AutoencoderKL.from_pretrained",
-        description="Load --model and write OUT_DIR (config.json + diffusion_pytorch_model.safetensors) that "
-                    "stock diffusers loads with AutoencoderKL.from_pretrained(OUT_DIR), latentkit not needed. "
-                    "Other files already in OUT_DIR (e.g. MODEL_CARD.md) are kept; the write is atomic. Pass the "
-                    "folder to a pipeline as vae=..., or use latentkit.pipeline.swap_vae.")
-    p.add_argument("out_dir", metavar="OUT_DIR",
-                   help="output folder; files already there other than the model's (e.g. MODEL_CARD.md) are kept")
+        "export", help="write a model as a diffusers folder or an SD/LDM single .safetensors file",
+        description="Load --model and write it. --format diffusers (default): OUT is a folder (config.json + "
+                    "diffusion_pytorch_model.safetensors) that stock diffusers loads with "
+                    "AutoencoderKL.from_pretrained(OUT), latentkit not needed; other files already in OUT (e.g. "
+                    "MODEL_CARD.md) are kept. --format ldm: OUT is one .safetensors file in the original SD/LDM "
+                    "key layout, the VAE file ComfyUI and AUTOMATIC1111 load (no config inside; an existing file "
+                    "needs --overwrite). Writes are atomic.")
+    p.add_argument("out_dir", metavar="OUT",
+                   help="output folder (--format diffusers) or .safetensors file (--format ldm)")
+    p.add_argument("--format", choices=("diffusers", "ldm"), default="diffusers",
+                   help="diffusers folder, or one SD/LDM-layout .safetensors file (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="with --format ldm: replace an existing file")
     _args.add_model(p)
     _args.add_dtype(p)
     p.add_argument("--scaling-factor", type=float, default=None, metavar="F",
@@ -27,13 +33,31 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import export
+    from ..errors import LatentkitError
+    from ..pipeline import export, export_single_file
 
+    if args.format == "ldm":
+        if args.scaling_factor is not None or args.shift_factor is not None:
+            raise LatentkitError("an LDM single file holds no config, so no --scaling-factor / --shift-factor; "
+                                 "use --format diffusers for those")
+        vae = _args.load_model(args)
+        out = export_single_file(vae, args.out_dir, dtype=_args.torch_dtype(args.dtype), overwrite=args.overwrite,
+                                 inputs=(_args.model_path(args.model),))
+        from ..pipeline import LDM_NORM_GROUPS
+
+        groups = vae.config.norm_num_groups
+        note = None if groups == LDM_NORM_GROUPS else (
+            f"{groups} GroupNorm groups: ComfyUI / AUTOMATIC1111 assume {LDM_NORM_GROUPS} and will not load it "
+            "correctly; latentkit and diffusers' from_single_file(config=...) do")
+        _args.report(args, {"output": str(out), "model": args.model or "default", "format": "ldm",
+                            "dtype": args.dtype or "as loaded", "note": note},
+                     f"wrote {out} (SD/LDM single file)" + (f"; note: {note}" if note else ""))
+        return 0
     vae = _args.load_model(args)
     out = export(vae, args.out_dir, dtype=_args.torch_dtype(args.dtype), scaling_factor=args.scaling_factor,
                  shift_factor=args.shift_factor, inputs=(_args.model_path(args.model),))
     cfg = vae.config
-    figures = {"output": str(out), "model": args.model or "default", "scaling_factor": cfg.scaling_factor,
+    figures = {"output": str(out), "model": args.model or "default", "format": "diffusers", "scaling_factor": cfg.scaling_factor,
                "shift_factor": cfg.shift_factor, "dtype": args.dtype or "as loaded"}
     _args.report(args, figures, f"wrote {out} (scaling_factor={cfg.scaling_factor}, shift_factor="
                                 f"{cfg.shift_factor}, dtype={args.dtype or 'as loaded'})")
