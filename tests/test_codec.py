@@ -149,6 +149,11 @@ def test_oversized_header_refused_before_allocation(micro_vae, rand_image):
     c.width = c.height = 1 << 20
     with pytest.raises(LatentkitError, match="oversized"):
         format.parse(format.pack(c))
+    c.width, c.height = 89_478_485, 1  # within the pixel limit, but one row of 11 million latent positions:
+    with pytest.raises(LatentkitError, match="65535 px a side"):  # hours of entropy decoding, refused at once
+        decompress(format.pack(c), micro_vae, max_pixels=None)
+    with pytest.raises(LatentkitError, match="65535 px a side"):
+        compress(Image(torch.zeros(3, 1, 65536)), micro_vae)
 
 
 def test_cli_encode_decode(micro_vae, tmp_path, capsys):

@@ -30,6 +30,9 @@ class LatentEncoder:
     def __init__(self, image: Image, vae: VaeArg = None, latent: np.ndarray | None = None,
                  gains: np.ndarray | None = None):
         """``latent`` / ``gains``: the analysis when already made (e.g. timed apart); computed when omitted."""
+        if max(image.width, image.height) > format.MAX_SIDE:  # before the model runs, not when packing
+            raise LatentkitError(f"a .latent file holds at most {format.MAX_SIDE} px a side; the image is "
+                                 f"{image.width}x{image.height}")
         self.image, self.vae = image, resolve_vae(vae)
         if latent is None:
             latent = lkmodel.encode(self.vae, image.batch())[0].float().cpu().numpy()

@@ -18,6 +18,9 @@ MAGIC = b"LK"
 VERSION = 2
 MODEL_ID_BYTES = 8
 MAX_ICC_BYTES = 1 << 24
+#: the largest width or height a .latent file may have (JPEG's limit): both the encoder and the parser enforce
+#: it, so a crafted header cannot ask for a 89-megapixel one-row image whose entropy decoding takes hours
+MAX_SIDE = 65535
 F_ALPHA, F_ICC, F_GRAY, F_16BIT = 1, 2, 4, 8
 ENTROPY_SHIFT = 4  # the high nibble of the flags byte is the entropy model (0..15)
 
@@ -83,7 +86,7 @@ def _inflate(data: bytes, limit: int, what: str) -> bytes:
 
 
 def pack(c: Container) -> bytes:
-    """Serialise a container (with CRC32)."""
+    """Serialise a container (with CRC32). Sizes are not checked here (the encoder does, and :func:`parse`)."""
     flags = (F_ALPHA * (c.alpha is not None) | F_ICC * bool(c.icc_profile) | F_GRAY * c.grayscale
              | F_16BIT * (c.bit_depth == 16) | c.entropy_model << ENTROPY_SHIFT)
     out = bytearray(MAGIC)
@@ -118,9 +121,10 @@ def parse(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Container
     r.take(len(MAGIC) + 1, "header")
     flags = r.take(1, "header")[0]
     width, height = r.varint("width"), r.varint("height")
-    if width < 1 or height < 1 or (max_pixels is not None and width * height > max_pixels):
+    if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or (max_pixels is not None
+                                                                       and width * height > max_pixels):
         raise LatentkitError(f"corrupt or oversized .latent file: image size {width}x{height} "
-                             f"(limit {max_pixels} pixels)")
+                             f"(limits: {MAX_SIDE} px a side, {max_pixels} pixels)")
     channels = r.take(1, "header")[0]
     if channels < 1:
         raise LatentkitError("corrupt .latent file: zero latent channels")
