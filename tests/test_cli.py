@@ -42,7 +42,10 @@ def test_roundtrip(tmp_path, capsys, micro_dir, small_png):
     assert rec.mode == "RGBA" and rec.size == (21, 13)
     assert np.array_equal(np.asarray(rec)[..., 3], np.asarray(PILImage.open(small_png))[..., 3])
 
-    assert main(["roundtrip", str(small_png), "-o", str(out), "--model", str(micro_dir), "--json", "--sample"]) == 0
+    assert main(["roundtrip", str(small_png), "-o", str(out), "--model", str(micro_dir), "--json", "--sample"]) == 2
+    assert "--overwrite" in capsys.readouterr().err  # an existing output is kept unless asked
+    assert main(["roundtrip", str(small_png), "-o", str(out), "--model", str(micro_dir), "--json", "--sample",
+                 "--overwrite"]) == 0
     figures = json.loads(capsys.readouterr().out)
     assert figures["width"] == 21 and figures["height"] == 13 and 0 < figures["psnr_db"] < 100
 
@@ -152,25 +155,26 @@ def test_binary_output_to_a_terminal_is_refused(monkeypatch, capsys, micro_dir, 
 
 
 def test_encode_input_and_output_mistakes(tmp_path, capsys, micro_dir, small_png):
-    one_line_error(capsys, ["encode", str(tmp_path), "-o", str(tmp_path / "x.latent"), "--model", str(micro_dir)],
-                   "is a folder")
+    (tmp_path / "empty").mkdir()
+    one_line_error(capsys, ["encode", str(tmp_path / "empty"), "-o", str(tmp_path / "x"), "--model", str(micro_dir)],
+                   "no images")
     one_line_error(capsys, ["encode", str(small_png), "-o", str(tmp_path / "x.png"), "--model", str(micro_dir)],
                    "names an image")
     assert not (tmp_path / "x.png").exists()
     for bpp in ("nan", "0", "-1", "inf"):
         one_line_error(capsys, ["encode", str(small_png), "-o", str(tmp_path / "x.latent"), "--bpp", bpp,
                                 "--model", str(micro_dir)], "positive number")
-    one_line_error(capsys, ["decode", str(tmp_path), "-o", str(tmp_path / "y.png"), "--model", str(micro_dir)],
-                   "is a folder")
+    one_line_error(capsys, ["decode", str(tmp_path / "empty"), "-o", str(tmp_path / "y"), "--model", str(micro_dir)],
+                   "no .latent files")
 
 
 def test_max_pixels_zero_means_no_limit_everywhere(tmp_path, capsys, micro_dir, small_png):
     lat, out = tmp_path / "x.latent", tmp_path / "y.png"
     for argv in (["encode", str(small_png), "-o", str(lat)], ["decode", str(lat), "-o", str(out)],
                  ["roundtrip", str(small_png), "-o", str(out)]):
-        assert main(argv + ["--model", str(micro_dir), "--max-pixels", "0"]) == 0, capsys.readouterr().err
+        assert main(argv + ["--model", str(micro_dir), "--max-pixels", "0", "--overwrite"]) == 0, capsys.readouterr().err
     one_line_error(capsys, ["encode", str(small_png), "-o", str(lat), "--model", str(micro_dir), "--max-pixels",
-                            "100"], "--max-pixels")
+                            "100", "--overwrite"], "--max-pixels")
 
 
 def test_info_prints_the_config(capsys, micro_dir):
@@ -219,3 +223,29 @@ def test_help_and_input_errors_import_no_torch(argv, tmp_path):
                        timeout=600)
     rc, heavy = r.stdout.strip().splitlines()[-1].split()[1:]
     assert heavy == "none" and rc == ("0" if "--help" in argv else "2"), r.stderr
+
+
+def test_batch_folders_keep_names_report_failures_and_go_on(tmp_path, capsys, micro_dir):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.jpg", "sub/c.png"):
+        PILImage.fromarray(rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)).save(src / name)
+    (src / "broken.png").write_text("not an image")
+    lat = tmp_path / "lat"
+    assert main(["encode", str(src), "-o", str(lat), "--model", str(micro_dir), "--recursive", "--json",
+                 "--jobs", "2", "--no-psnr"]) == 2  # one file failed, the others were written
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert sorted(p.relative_to(lat).as_posix() for p in lat.rglob("*.latent")) == ["a.latent", "b.latent",
+                                                                                   "sub/c.latent"]
+    assert sum("error" in r for r in rows) == 1 and "broken.png" in err and "3 of 4 files" in err
+    back = tmp_path / "back"
+    assert main(["decode", str(lat), "-o", str(back), "--model", str(micro_dir), "--recursive"]) == 0
+    assert sorted(p.relative_to(back).as_posix() for p in back.rglob("*.png")) == ["a.png", "b.png", "sub/c.png"]
+    assert "3 of 3 files" in capsys.readouterr().out
+    assert main(["decode", str(lat), "-o", str(back), "--model", str(micro_dir), "--recursive"]) == 2  # no clobber
+    assert "already exists" in capsys.readouterr().err
+    assert main(["roundtrip", str(src / "a.png"), str(src / "b.jpg"), "-o", str(tmp_path / "rt"), "--model",
+                 str(micro_dir), "--format", "webp"]) == 0
+    assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == ["a.webp", "b.webp"]

@@ -181,7 +181,7 @@ def test_cli_encode_decode(micro_vae, tmp_path, capsys):
     assert report["psnr_db"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-3)
     before = src.read_bytes()
     assert main(["encode", str(src), "-o", str(src), "--model", str(model)]) == 2  # never overwrite input
-    assert main(["decode", str(src), "-o", str(out), "--model", str(model)]) == 2  # foreign file
+    assert main(["decode", str(src), "-o", str(out), "--model", str(model), "--overwrite"]) == 2  # foreign file
     err = capsys.readouterr().err
     assert "names an image" in err and "not a .latent file" in err and "Traceback" not in err
     assert src.read_bytes() == before

@@ -91,10 +91,19 @@ def check_input_file(path: str, what: str = "input file") -> None:
         raise LatentkitError(f"{what} {p} does not exist")
 
 
+_stdin: dict[int, bytes] = {}  # standard input, read once (keyed by the stream, which tests replace)
+
+
 def read_input(path: str) -> bytes:
-    """The bytes of an input file, or of standard input for ``-``."""
+    """The bytes of an input file, or of standard input for ``-`` (read once, then the same bytes again)."""
     check_input_file(path)
-    return sys.stdin.buffer.read() if path == STDIO else Path(path).read_bytes()
+    if path != STDIO:
+        return Path(path).read_bytes()
+    key = id(sys.stdin)
+    if key not in _stdin:
+        _stdin.clear()
+        _stdin[key] = sys.stdin.buffer.read()
+    return _stdin[key]
 
 
 def check_output(path: str, inputs: tuple = (), binary: bool = True) -> None:
@@ -120,6 +129,12 @@ def check_paths(args: argparse.Namespace, image_output: bool = False) -> str | N
         fmt = "PNG" if args.output == STDIO else image_format(args.output)
     check_input_file(args.input)
     check_output(args.output, inputs=(args.input,))
+    if args.output != STDIO and Path(args.output).exists() and not getattr(args, "overwrite", False):
+        from ..errors import LatentkitError
+
+        if Path(args.input).exists() and Path(args.output).samefile(args.input):
+            raise LatentkitError(f"refusing to overwrite the input file {args.output}; choose another output path")
+        raise LatentkitError(f"output {args.output} already exists; pass --overwrite to replace it")
     return fmt
 
 

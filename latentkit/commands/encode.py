@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from . import _args
+from . import _args, _batch
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,10 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode", help="compress an image to a .latent file",
         description="Compress an image with the VAE codec. Prints the file size, bits per pixel (whole file "
                     "bytes x 8 / (width x height)), the quality used, the PSNR (dB, 8-bit RGB) of what `latentkit "
-                    "decode` will give back, and the time taken. IN and OUT may be - (stdin / stdout).")
-    p.add_argument("input", metavar="IN", help="image file (PNG, JPEG, WebP, ...), or - for standard input")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output .latent file (written atomically), or - for standard output")
+                    "decode` will give back, and the time taken. IN and OUT may be - (stdin / stdout); several inputs or a folder "
+                    "go to an output folder (a.png -> OUT/a.latent), one line (or --json object) per file.")
+    _batch.add_batch_args(p, "images (PNG, JPEG, WebP, ...)")
     rate = p.add_mutually_exclusive_group()
     rate.add_argument("--quality", type=int, default=75,
                       help="1..100, higher is better; every 16 points halve the quantization steps, which are set "
@@ -37,33 +36,41 @@ def run(args: argparse.Namespace) -> int:
     from ..codec import quant
     from ..errors import LatentkitError
 
-    if Path(args.output).suffix.lower() in PILImage.registered_extensions():
-        raise LatentkitError(f"encode writes a .latent file, but {args.output} names an image; use -o "
-                             f"{Path(args.output).with_suffix('.latent')} (or `latentkit roundtrip` for an image)")
     if args.bpp is None:
         quant.check_quality(args.quality)
     else:
         quant.check_bpp(args.bpp)
-    _args.check_paths(args)
+    pairs = _batch.plan(args, ".latent")
+    out = pairs[0][1]
+    if args.single:
+        if Path(out).suffix.lower() in PILImage.registered_extensions():
+            raise LatentkitError(f"encode writes a .latent file, but {out} names an image; use -o "
+                                 f"{Path(out).with_suffix('.latent')} (or `latentkit roundtrip` for an image)")
+        _args.check_paths(args)
 
     from ..codec import LatentEncoder, decompress  # torch and diffusers from here on
     from ..io import read_image
     from ..metrics.psnr import written_psnr
 
-    source = _args.read_input(args.input) if args.input == _args.STDIO else args.input
-    image = read_image(source, _args.max_pixels(args))
+    def read(src: str):
+        return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
+
+    first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
     vae = _args.load_model(args)
-    t0 = time.perf_counter()
-    encoder = LatentEncoder(image, vae)
-    quality, data = (args.quality, encoder.pack(args.quality)) if args.bpp is None else encoder.fit_bpp(args.bpp)
-    seconds = time.perf_counter() - t0
-    _args.write_output(args.output, data, inputs=(args.input,))
-    value = None if args.no_psnr else written_psnr(image, decompress(data, vae))
-    figures = {"input": args.input, "output": args.output, "bytes": len(data),
-               "bpp": len(data) * 8 / (image.width * image.height), "quality": quality, "width": image.width,
-               "height": image.height, "psnr_db": None if value is None else round(value, 4),
-               "seconds": round(seconds, 3)}
-    psnr_text = "" if value is None else f", PSNR {value:.2f} dB"
-    _args.report(args, figures, f"{args.output}: {len(data)} bytes, {figures['bpp']:.4f} bpp, quality {quality} "
-                                f"({image.width}x{image.height}{psnr_text}, {seconds:.2f} s)")
-    return 0
+
+    def work(src: str, dst: str) -> tuple[dict, str]:
+        image = first.pop(src, None) or read(src)
+        t0 = time.perf_counter()
+        encoder = LatentEncoder(image, vae)
+        quality, data = (args.quality, encoder.pack(args.quality)) if args.bpp is None else encoder.fit_bpp(args.bpp)
+        seconds = time.perf_counter() - t0
+        _args.write_output(dst, data, inputs=(src,))
+        value = None if args.no_psnr else written_psnr(image, decompress(data, vae))
+        figures = {"input": src, "output": dst, "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
+                   "quality": quality, "width": image.width, "height": image.height,
+                   "psnr_db": None if value is None else round(value, 4), "seconds": round(seconds, 3)}
+        psnr_text = "" if value is None else f", PSNR {value:.2f} dB"
+        return figures, (f"{dst}: {len(data)} bytes, {figures['bpp']:.4f} bpp, quality {quality} "
+                         f"({image.width}x{image.height}{psnr_text}, {seconds:.2f} s)")
+
+    return _batch.run_all(args, pairs, work)

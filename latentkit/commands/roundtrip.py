@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from . import _args
+from . import _args, _batch
 
 
 def register(subparsers) -> None:
@@ -15,11 +15,11 @@ def register(subparsers) -> None:
                     "may not be IN). Alpha is copied exactly, grayscale stays grayscale, 16-bit grayscale stays "
                     "16-bit where OUT's format allows (see README \"Image I/O\"). PSNR (dB, peak 1) is measured "
                     "on what is written: colour only, at the source's bit depth. IN and OUT may be - (stdin / "
-                    "stdout; stdout gets a PNG).")
-    p.add_argument("input", metavar="IN", help="input image (any format and mode Pillow reads), or -")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="output image; the format comes from the suffix (.png keeps everything); - writes PNG to "
-                        "stdout")
+                    "stdout; stdout gets a PNG); several inputs or a folder go to an output folder.")
+    _batch.add_batch_args(p, "images (any format and mode Pillow reads)")
+    p.add_argument("--format", default="png", metavar="EXT",
+                   help="image type written into an output folder (default: %(default)s, which keeps everything); "
+                        "one output file's type follows its suffix, and - gets PNG")
     _args.add_model(p)
     p.add_argument("--sample", action="store_true",
                    help="decode a random draw from the posterior instead of its mean")
@@ -30,26 +30,35 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..io import Image, image_bytes, read_image
+    from ..io import Image, image_bytes, image_format, read_image
 
-    fmt = _args.check_paths(args, image_output=True)
+    pairs = _batch.plan(args, "." + args.format.lstrip("."))
+    if args.single:
+        _args.check_paths(args, image_output=True)
 
     import torch  # and diffusers from here on
 
     from ..metrics.psnr import written_psnr
     from ..model import reconstruct
 
-    source = _args.read_input(args.input) if args.input == _args.STDIO else args.input
-    src = read_image(source, max_pixels=_args.max_pixels(args))
+    def read(src: str):
+        return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
+
+    first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
     vae = _args.load_model(args)
-    t0 = time.perf_counter()
-    gen = torch.Generator().manual_seed(args.seed) if args.sample else None
-    rgb = reconstruct(vae, src.batch(), sample=args.sample, generator=gen)[0]
-    seconds = time.perf_counter() - t0
-    rec = Image(rgb, src.alpha, src.grayscale, src.bit_depth, src.icc_profile)
-    _args.write_output(args.output, image_bytes(rec, fmt), inputs=(args.input,))
-    value = written_psnr(src, rec)
-    figures = dict(input=args.input, output=args.output, model=args.model or "default", width=src.width,
-                   height=src.height, sample=args.sample, psnr_db=round(value, 4), seconds=round(seconds, 3))
-    _args.report(args, figures, f"{args.output}: {src.width}x{src.height}, PSNR {value:.2f} dB ({seconds:.2f} s)")
-    return 0
+
+    def work(src: str, dst: str) -> tuple[dict, str]:
+        fmt = "PNG" if dst == _args.STDIO else image_format(dst)
+        image = first.pop(src, None) or read(src)
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(args.seed) if args.sample else None
+        rgb = reconstruct(vae, image.batch(), sample=args.sample, generator=gen)[0]
+        seconds = time.perf_counter() - t0
+        rec = Image(rgb, image.alpha, image.grayscale, image.bit_depth, image.icc_profile)
+        _args.write_output(dst, image_bytes(rec, fmt), inputs=(src,))
+        value = written_psnr(image, rec)
+        figures = dict(input=src, output=dst, model=args.model or "default", width=image.width, height=image.height,
+                       sample=args.sample, psnr_db=round(value, 4), seconds=round(seconds, 3))
+        return figures, f"{dst}: {image.width}x{image.height}, PSNR {value:.2f} dB ({seconds:.2f} s)"
+
+    return _batch.run_all(args, pairs, work)
