@@ -25,7 +25,7 @@ published description and source, and agrees with the reference tool to well und
      "ringing / artifact" part max(e, 0) (the distorted image has edges where the original is smooth) and
      the "detail loss" part max(-e, 0) (blurring: the original has edges the distorted image lacks).
    Each of these three maps is pooled with the 1-norm (mean) and the 4-norm (mean of 4th powers, 4th root).
-5. The 3 channels x scales x 2 norms x 3 maps (108 for 6 scales) values are combined with the 108 published
+5. The 3 channels x scales x 2 norms x 3 maps values (108 for 6 scales) are combined with the 108 published
    weights (``WEIGHTS``; taken in the reference's order, which for fewer scales simply continues the running
    index, as the reference does), then ``s = 0.9562382616834844 * sum``, the cubic
    ``2.326765642916932 s - 0.020884521182843837 s^2 + 6.248496625763138e-05 s^3``, and finally
@@ -37,14 +37,17 @@ Run on an impulse, that recursion is exactly the FIR kernel ``k(j) = sum_i beta_
 separably with *zero* padding outside the image and no renormalisation at the borders. This module builds that
 kernel from the paper's equations and applies it as a 9-tap convolution; it is not a sampled Gaussian.
 
-Computation is in float64; the reference works in float32, which accounts for most of the remaining difference
-(typically below 0.01 points).
+Computation is in float64 (the reference works in float32). On the golden pairs and on extra odd-sized
+checks (8x8 to 257x255) the scores differ from the reference tool's by at most ~0.03 points; the residual sits
+in the SSIM terms of the coarser scales and does not shrink when this module runs in float32, so it most likely
+comes from rounding inside the reference's float32 recursive filter, whose poles lie on the unit circle.
+A 768 x 512 image takes about 0.75 s on one CPU thread.
 """
 
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -66,26 +69,28 @@ OPSIN_ABSORBANCE = (
 )
 OPSIN_BIAS = 0.0037930732552754493
 
-#: the 108 weights of SSIMULACRA 2.1, ordered channel (X, Y, B) > scale > norm (1, 4) > map (ssim, ringing, blur)
+#: the 108 weights of SSIMULACRA 2.1, ordered channel (X, Y, B) > scale > norm (1, 4) > map (ssim, ringing, blur):
+#: one line per channel and scale (X 1:1 ... X 1:32, Y 1:1, ..., B 1:32), each line holding
+#: (ssim, ringing, blur) of the 1-norm, then of the 4-norm
 WEIGHTS = (
-    0.0, 0.0007376606707406586, 0.0, 0.0, 0.0007793481682867309, 0.0,  # X, 1:1
-    0.0, 0.0004371155730107379, 0.0, 1.1041726426657346, 0.00066284834129271, 0.00015231632783718752,  # X, 1:2
-    0.0, 0.0016406437456599754, 0.0, 1.8422455520539298, 11.441172603757666, 0.0,  # X, 1:4
-    0.0007989109436015163, 0.000176816438078653, 0.0, 1.8787594979546387, 10.94906990605142, 0.0,  # X, 1:8
-    0.0007289346991508072, 0.9677937080626833, 0.0, 0.00014003424285435884, 0.9981766977854967, 0.00031949755934435053,  # X, 1:16
-    0.0004550992113792063, 0.0, 0.0, 0.0013648766163243398, 0.0, 0.0,  # X, 1:32
-    0.0, 0.0, 0.0, 7.466890328078848, 0.0, 17.445833984131262,  # Y, 1:1
-    0.0006235601634041466, 0.0, 0.0, 6.683678146179332, 0.00037724407979611296, 1.027889937768264,  # Y, 1:2
-    225.20515300849274, 0.0, 0.0, 19.213238186143016, 0.0011401524586618361, 0.001237755635509985,  # Y, 1:4
-    176.39317598450694, 0.0, 0.0, 24.43300999870476, 0.28520802612117757, 0.0004485436923833408,  # Y, 1:8
-    0.0, 0.0, 0.0, 34.77906344483772, 44.835625328877896, 0.0,  # Y, 1:16
-    0.0, 0.0, 0.0, 0.0, 0.0, 0.0,  # Y, 1:32
-    0.0, 0.0008680556573291698, 0.0, 0.0, 0.0, 0.0,  # B, 1:1
-    0.0, 0.0005313191874358747, 0.0, 0.00016533814161379112, 0.0, 0.0,  # B, 1:2
-    0.0, 0.0, 0.0, 0.0004179171803251336, 0.0017290828234722833, 0.0,  # B, 1:4
-    0.0020827005846636437, 0.0, 0.0, 8.826982764996862, 23.19243343998926, 0.0,  # B, 1:8
-    95.1080498811086, 0.9863978034400682, 0.9834382792465353, 0.0012286405048278493, 171.2667255897307, 0.9807858872435379,  # B, 1:16
-    0.0, 0.0, 0.0, 0.0005130064588990679, 0.0, 0.00010854057858411537,  # B, 1:32
+    0.0, 0.0007376606707406586, 0.0, 0.0, 0.0007793481682867309, 0.0,
+    0.0, 0.0004371155730107379, 0.0, 1.1041726426657346, 0.00066284834129271, 0.00015231632783718752,
+    0.0, 0.0016406437456599754, 0.0, 1.8422455520539298, 11.441172603757666, 0.0,
+    0.0007989109436015163, 0.000176816438078653, 0.0, 1.8787594979546387, 10.94906990605142, 0.0,
+    0.0007289346991508072, 0.9677937080626833, 0.0, 0.00014003424285435884, 0.9981766977854967, 0.00031949755934435053,
+    0.0004550992113792063, 0.0, 0.0, 0.0013648766163243398, 0.0, 0.0,
+    0.0, 0.0, 0.0, 7.466890328078848, 0.0, 17.445833984131262,
+    0.0006235601634041466, 0.0, 0.0, 6.683678146179332, 0.00037724407979611296, 1.027889937768264,
+    225.20515300849274, 0.0, 0.0, 19.213238186143016, 0.0011401524586618361, 0.001237755635509985,
+    176.39317598450694, 0.0, 0.0, 24.43300999870476, 0.28520802612117757, 0.0004485436923833408,
+    0.0, 0.0, 0.0, 34.77906344483772, 44.835625328877896, 0.0,
+    0.0, 0.0, 0.0, 0.0, 0.0, 0.0,
+    0.0, 0.0008680556573291698, 0.0, 0.0, 0.0, 0.0,
+    0.0, 0.0005313191874358747, 0.0, 0.00016533814161379112, 0.0, 0.0,
+    0.0, 0.0, 0.0, 0.0004179171803251336, 0.0017290828234722833, 0.0,
+    0.0020827005846636437, 0.0, 0.0, 8.826982764996862, 23.19243343998926, 0.0,
+    95.1080498811086, 0.9863978034400682, 0.9834382792465353, 0.0012286405048278493, 171.2667255897307, 0.9807858872435379,
+    0.0, 0.0, 0.0, 0.0005130064588990679, 0.0, 0.00010854057858411537,
 )
 assert len(WEIGHTS) == 108
 
@@ -95,7 +100,7 @@ SCORE_POLY = (2.326765642916932, -0.020884521182843837, 6.248496625763138e-05)
 SCORE_EXPONENT = 0.6276336467831387
 
 
-@lru_cache(maxsize=None)
+@cache
 def recursive_gaussian_kernel(sigma: float = BLUR_SIGMA) -> tuple[float, ...]:
     """The FIR taps equivalent to libjxl's recursive Gaussian of `sigma` px (Charalampidis 2016).
 
@@ -230,4 +235,4 @@ def ssimulacra2(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     return _final_score(errors)
 
 
-__all__ = ["ssimulacra2", "recursive_gaussian_kernel", "srgb_to_linear", "linear_to_positive_xyb", "WEIGHTS"]
+__all__ = ["WEIGHTS", "linear_to_positive_xyb", "recursive_gaussian_kernel", "srgb_to_linear", "ssimulacra2"]
