@@ -138,6 +138,7 @@ def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path,
     for r in rows:
         assert float(r["bpp"]) == pytest.approx(int(r["bytes"]) * 8 / (int(r["width"]) * int(r["height"])))
         assert 0 < float(r["ms_ssim"]) <= 1 and float(r["lpips_squeeze"]) >= 0 and float(r["psnr"]) > 10
+        assert float(r["ssimulacra2"]) <= 100
     curves = json.loads((out / "curves.json").read_text())["curves"]
     assert set(curves) == set(codecs)
     for c in curves.values():
@@ -146,10 +147,10 @@ def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path,
     bdr = json.loads((out / "bdrate.json").read_text())
     assert bdr == printed
     assert set(bdr["jpeg"]) == set(codecs) - {"jpeg"}
-    assert set(bdr["jpeg"]["webp"]) == {"psnr", "ms_ssim", "lpips_squeeze"}
+    assert set(bdr["jpeg"]["webp"]) == {"psnr", "ms_ssim", "ssimulacra2", "lpips_squeeze"}
     assert set(bdr["latent"]) == {"jpeg", "webp", "avif", "jxl"}
-    assert "| webp |" in (out / "bdrate.md").read_text()
-    for m in ("psnr", "ms_ssim", "lpips_squeeze"):
+    assert "| webp |" in (out / "bdrate.md").read_text() and "lpips_squeeze*" in (out / "bdrate.md").read_text()
+    for m in ("psnr", "ms_ssim", "ssimulacra2", "lpips_squeeze"):
         assert (out / f"rd_{m}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # re-run only the latent codec (other qualities), reusing the classic codecs' points of the first run

@@ -280,3 +280,27 @@ def test_fetch_rejects_bad_download_and_leaves_nothing(tmp_path, monkeypatch):
     (tmp_path / "alexnet-owt-7be5be79.pth").write_bytes(b"stale")  # existing file is checked, not trusted
     with pytest.raises(LatentkitError, match="corrupt"):
         fetch.fetch("lpips-alex", tmp_path)
+
+
+def test_compare_names_every_metric_and_knows_its_direction():
+    from latentkit.metrics import ssimulacra2
+    from latentkit.metrics.butteraugli import butteraugli_available
+    from latentkit.metrics.compare import HIGHER_IS_BETTER, TRAINED_ON, compare
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 48, 64, generator=g)
+    y = (x + 0.05 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    names = ["psnr", "ssimulacra2", "lpips_squeeze"] + (["butteraugli_max", "butteraugli_3norm"]
+                                                        if butteraugli_available() else [])
+    (row,) = compare(x, y, names)
+    assert list(row) == names
+    from latentkit.metrics import to_8bit_levels
+
+    assert row["ssimulacra2"] == pytest.approx(ssimulacra2(to_8bit_levels(x), to_8bit_levels(y)).item())
+    assert compare(x, x, names)[0]["ssimulacra2"] == pytest.approx(100.0)
+    if butteraugli_available():
+        assert row["butteraugli_max"] > row["butteraugli_3norm"] > 0
+    assert HIGHER_IS_BETTER["ssimulacra2"] and not HIGHER_IS_BETTER["butteraugli_3norm"]
+    assert TRAINED_ON == ("lpips_squeeze",)
+    with pytest.raises(LatentkitError, match="unknown metric"):
+        compare(x, y, ["vmaf"])

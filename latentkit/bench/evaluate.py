@@ -18,7 +18,7 @@ from ..io import list_images, read_image
 from ..model import reconstruct
 
 #: what an evaluation reports (names of :func:`latentkit.metrics.compare.compare`)
-METRICS = ("psnr", "ssim", "ms_ssim", "lpips_squeeze")
+METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "lpips_squeeze")
 
 
 def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
@@ -37,7 +37,8 @@ def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike, progress: bool 
     """Reconstruct every image under `data` (recursive) through the posterior mean.
 
     The reconstruction is rounded to 8-bit levels (what a saved PNG holds) before the metrics.
-    Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "ms_ssim", "lpips_squeeze"},
+    Returns ``{"data": str, "images": [{"file", "width", "height", "psnr", "ssim", "ms_ssim", "ssimulacra2",
+    "lpips_squeeze"},
     ...], "mean": {metric: mean}}``; file names are relative to `data`; ``ms_ssim`` is None for images with a side
     under 161 px (and then its mean is None).
     """
@@ -53,8 +54,8 @@ def format_table(result: dict) -> str:
     """The per-image figures and their mean as a fixed-width text table."""
     width = max(len("mean"), *(len(r["file"]) for r in result["images"]))
     fmt = lambda v, f: "n/a".rjust(len(format(0.0, f))) if v is None else format(v, f)  # noqa: E731
-    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'MS-SSIM':>7}  {'LPIPS-squeeze':>13}"]
+    lines = [f"{'image':<{width}}  {'PSNR dB':>8}  {'SSIM':>6}  {'MS-SSIM':>7}  {'SSIMU2':>6}  {'LPIPS-squeeze':>13}"]
     for r in result["images"] + [{"file": "mean", **result["mean"]}]:
         lines.append(f"{r['file']:<{width}}  {fmt(r['psnr'], '8.2f')}  {fmt(r['ssim'], '6.4f')}  "
-                     f"{fmt(r['ms_ssim'], '7.4f')}  {fmt(r['lpips_squeeze'], '13.4f')}")
+                     f"{fmt(r['ms_ssim'], '7.4f')}  {fmt(r['ssimulacra2'], '6.2f')}  {fmt(r['lpips_squeeze'], '13.4f')}")
     return "\n".join(lines)

@@ -8,7 +8,9 @@ from pathlib import Path
 from ..io import atomic_write
 
 #: axis labels per metric key; LPIPS keys are ``lpips_<net>``
-LABELS = {"psnr": "PSNR (dB, higher is better)", "ms_ssim": "MS-SSIM (higher is better)"}
+LABELS = {"psnr": "PSNR (dB, higher is better)", "ms_ssim": "MS-SSIM (higher is better)",
+          "ssimulacra2": "SSIMULACRA2 (higher is better)", "butteraugli_3norm": "Butteraugli 3-norm (lower is better)",
+          "butteraugli_max": "Butteraugli max (lower is better)"}
 
 
 def metric_label(metric: str) -> str:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from .. import io as lkio
 from ..errors import LatentkitError
 from ..metrics.psnr import to_8bit_levels
+from ..metrics.compare import TRAINED_ON
 from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
@@ -49,8 +50,10 @@ class RDResult:
 
 
 def higher_is_better(metric: str) -> bool:
-    """PSNR and MS-SSIM grow with quality; LPIPS distances shrink."""
-    return not metric.startswith("lpips")
+    """PSNR, MS-SSIM and SSIMULACRA2 grow with quality; LPIPS and Butteraugli distances shrink."""
+    from ..metrics.compare import HIGHER_IS_BETTER
+
+    return HIGHER_IS_BETTER[metric]
 
 
 def classic_roundtrip(name: str) -> Roundtrip:
@@ -179,8 +182,9 @@ def bd_markdown(bdrates: dict[str, dict[str, dict[str, float]]], metrics: Sequen
     """Markdown tables, one per anchor: rows are codecs, columns metrics, cells BD-rate in percent."""
     parts = []
     for anchor, table in bdrates.items():
-        parts.append(f"BD-rate against **{anchor}** (negative: fewer bits for the same quality)\n")
-        parts.append("| codec | " + " | ".join(metrics) + " |")
+        parts.append(f"BD-rate against **{anchor}** (negative: fewer bits for the same quality; * the default "
+                     "model's training loss)\n")
+        parts.append("| codec | " + " | ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics) + " |")
         parts.append("|---|" + "---:|" * len(metrics))
         for codec, row in table.items():
             cells = ["n/a" if math.isnan(row[m]) else f"{row[m]:+.1f}%" for m in metrics]
@@ -250,9 +254,11 @@ def load_points(path: str | os.PathLike, images: Sequence[Path], exclude: Sequen
 def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence[str] = CODECS,
            model: Any = None, qualities: dict[str, Sequence[int]] | None = None,
            nets: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
-           plots: bool = True, progress: bool = True, reuse: str | os.PathLike | None = None) -> RDResult:
+           plots: bool = True, progress: bool = True, reuse: str | os.PathLike | None = None,
+           butteraugli: bool = False) -> RDResult:
     """The whole benchmark: sweep, write points/curves/BD-rates/plots into `out_dir` (created if needed).
 
+    ``butteraugli``: also measure Butteraugli (needs libjxl's ``butteraugli_main``; about a second a point).
     ``reuse``: an earlier run's folder or ``points.csv``; its points of the codecs not in `codecs` join the
     results (same images, same metrics), e.g. to re-run only the latent codec after retraining."""
     check_codecs(codecs)
@@ -264,7 +270,8 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         raise LatentkitError(f"--out {out} exists and is not a folder")
     nets = lpips_nets(nets)
     roundtrips = {c: (latent_roundtrip(model, device) if c == LATENT else classic_roundtrip(c)) for c in codecs}
-    metrics = ["psnr", "ms_ssim", *(f"lpips_{n}" for n in nets)]
+    metrics = ["psnr", "ms_ssim", "ssimulacra2", *(["butteraugli_3norm", "butteraugli_max"] if butteraugli else []),
+               *(f"lpips_{n}" for n in nets)]
     rows = sweep(images, roundtrips, qualities, metrics, progress)
     if reused:
         lacking = [m for m in metrics if m not in reused[0]]

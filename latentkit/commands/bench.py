@@ -16,8 +16,8 @@ def register(subparsers) -> None:
     rd = sub.add_parser(
         "rd", help="rate-distortion sweep, BD-rates and plots",
         description="Encode every image of --data with each codec at a sweep of qualities; bpp is the whole "
-                    "encoded file's bytes x 8 / pixels; PSNR (dB), MS-SSIM (0..1) and LPIPS (0 = identical) "
-                    "are measured on the decoded 8-bit RGB. Writes points.csv, curves.json (mean per codec "
+                    "encoded file's bytes x 8 / pixels; PSNR (dB), MS-SSIM (0..1), SSIMULACRA2 (0..100) and LPIPS "
+                    "(0 = identical; LPIPS-squeeze is the default model's training loss) are measured on the decoded 8-bit RGB. Writes points.csv, curves.json (mean per codec "
                     "and quality), bdrate.json / bdrate.md (Bjontegaard delta rate in percent against jpeg and "
                     "against latent; negative = fewer bits for the same quality) and rd_<metric>.png into --out.")
     rd.add_argument("--data", required=True, help="folder of images (e.g. ../shared/data/kodak)")
@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     rd.add_argument("--lpips-nets", default=None, metavar="NET,NET",
                     help="LPIPS networks from squeeze, alex, vgg (default: squeeze, plus alex/vgg when their "
                          "weights are on disk: `latentkit fetch lpips-alex`)")
+    rd.add_argument("--butteraugli", action="store_true",
+                    help="also Butteraugli 3-norm and max (libjxl's butteraugli_main, Debian package libjxl-devtools; "
+                         "about a second a point)")
     rd.add_argument("--limit", type=int, default=None, metavar="N", help="use only the first N images (by name)")
     rd.add_argument("--device", default=None, help="torch device for the latent codec's model (default: cpu)")
     rd.add_argument("--threads", type=int, default=None, metavar="N",
@@ -67,7 +70,7 @@ def run_rd(args: argparse.Namespace) -> int:
     result = sweep(args.data, args.out, codecs=codecs, model=args.model,
                    qualities=parse_qualities(args.qualities, codecs), nets=_split(args.lpips_nets),
                    limit=args.limit, device=args.device, plots=not args.no_plots, progress=not args.quiet,
-                   reuse=args.reuse)
+                   reuse=args.reuse, butteraugli=args.butteraugli)
     if args.json:
         print(json.dumps(json_bdrates(result.bdrates), indent=1))
     else:

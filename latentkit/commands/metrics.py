@@ -9,7 +9,8 @@ from pathlib import Path
 from ..errors import LatentkitError
 from . import _args
 
-_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM"}
+_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMU2",
+            "butteraugli_max": "Butt-max", "butteraugli_3norm": "Butt-3n"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "metrics", help="PSNR, SSIM, MS-SSIM and LPIPS between two images or two folders",
         description="Compare a distorted image with its reference: PSNR (dB, peak 255, higher is better), "
                     "SSIM and MS-SSIM (1 = identical; MS-SSIM needs a shorter side of at least 161 px, "
-                    "else n/a) and LPIPS v0.1 (0 = identical, lower is better). Both images are compared as "
+                    "else n/a), SSIMULACRA2 (0..100, higher is better; JPEG XL's metric, tuned on human ratings of "
+                    "compression artefacts) and LPIPS v0.1 (0 = identical, lower is better). Both images are compared as "
                     "8-bit RGB (grayscale is replicated, alpha is ignored) and must have the same size. With "
                     "two folders, images are paired by file name without extension (a.png with a.webp): "
                     "one row per pair, a mean row, and names found on one side only are listed.")
@@ -25,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("dist", type=Path, help="distorted image or folder")
     p.add_argument("--lpips-net", choices=_args.LPIPS_NETS, default="squeeze",
                    help="LPIPS backbone (default squeeze, shipped; alex/vgg need `latentkit fetch`)")
+    p.add_argument("--butteraugli", action="store_true",
+                   help="also Butteraugli max and 3-norm (libjxl's butteraugli_main, Debian package libjxl-devtools)")
     _args.add_json(p, "the results")
     p.set_defaults(func=run)
 
@@ -88,7 +92,9 @@ def _fmt(v: float | None, key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    metrics = ["psnr", "ssim", "ms_ssim", f"lpips_{args.lpips_net}"]
+    metrics = ["psnr", "ssim", "ms_ssim", "ssimulacra2", f"lpips_{args.lpips_net}"]
+    if args.butteraugli:
+        metrics[-1:-1] = ["butteraugli_max", "butteraugli_3norm"]
     pairs, only_ref, only_dist = _pairs(args.ref, args.dist)
     rows = []
     for name, r, d in tqdm(pairs, desc="metrics", unit="pair", disable=len(pairs) == 1):

@@ -1,8 +1,9 @@
 """Every metric by name, in one call: what ``latentkit metrics``, ``bench rd`` and reports measure.
 
 Metric names are the same everywhere (CSV columns, JSON keys, BD-rate tables, plot file names): ``psnr`` (dB),
-``ssim``, ``ms_ssim``, and ``lpips_<net>`` for each LPIPS backbone (``lpips_squeeze``: the default model's
-training loss, so it is not an independent judge of that model).
+``ssim``, ``ms_ssim``, ``ssimulacra2`` (0..100), ``butteraugli_max`` / ``butteraugli_3norm`` (libjxl's tool, when
+installed), and ``lpips_<net>`` for each LPIPS backbone (``lpips_squeeze``: the default model's training loss, so
+it is not an independent judge of that model: :data:`TRAINED_ON`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from ..errors import LatentkitError
 from .lpips import NETS, lpips
 from .psnr import psnr, to_8bit_levels
 from .ssim import MS_SSIM_MIN_SIDE, ms_ssim, ssim
+from .ssimulacra2 import ssimulacra2
 
 #: every metric :func:`compare` measures -> whether higher is better
-HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, **{f"lpips_{net}": False for net in NETS}}
+HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "ssimulacra2": True, "butteraugli_max": False,
+                    "butteraugli_3norm": False, **{f"lpips_{net}": False for net in NETS}}
 #: what `latentkit metrics` reports by default, in display order
-DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "lpips_squeeze")
+DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "lpips_squeeze")
+#: the metric the shipped default model is trained with (a perceptual loss term): no independent evidence for it
+TRAINED_ON = ("lpips_squeeze",)
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
@@ -43,14 +48,24 @@ def compare(x: torch.Tensor, y: torch.Tensor,
         x, y = x.unsqueeze(0), y.unsqueeze(0)
     x, y = to_8bit_levels(x), to_8bit_levels(y)
     values: dict[str, torch.Tensor | None] = {}
+    if any(m.startswith("butteraugli_") for m in metrics):
+        from .butteraugli import butteraugli
+
+        runs = [butteraugli(x[i], y[i]) for i in range(x.shape[0])]
+        values["butteraugli_max"] = torch.tensor([r["max"] for r in runs])
+        values["butteraugli_3norm"] = torch.tensor([r["pnorm3"] for r in runs])
     with torch.no_grad():
         for m in metrics:
+            if m.startswith("butteraugli_"):
+                continue
             if m == "psnr":
                 values[m] = psnr(x, y)
             elif m == "ssim":
                 values[m] = ssim(x, y)
             elif m == "ms_ssim":
                 values[m] = ms_ssim(x, y) if min(x.shape[-2:]) >= MS_SSIM_MIN_SIDE else None
+            elif m == "ssimulacra2":
+                values[m] = ssimulacra2(x, y)
             else:
                 values[m] = lpips(x, y, m.removeprefix("lpips_"))
-    return [{m: (None if v is None else float(v[i])) for m, v in values.items()} for i in range(x.shape[0])]
+    return [{m: (None if values[m] is None else float(values[m][i])) for m in metrics} for i in range(x.shape[0])]
