@@ -169,3 +169,16 @@ def test_bench_rd_writes_points_curves_bdrates_and_plots(tiny_dataset, tmp_path,
                  "--reuse", str(out / "points.csv"), "--quiet", *extra]) == 2
     err = capsys.readouterr().err
     assert "no jpeg points for img2.png" in err and "Traceback" not in err
+
+
+def test_metrics_at_fixed_rates_interpolate_per_image_in_log_bpp():
+    from latentkit.bench.rd import at_rates, rates_markdown
+
+    rows = [{"codec": "c", "image": im, "bpp": b, "psnr": p} for im, pts in
+            (("a", [(0.05, 20.0), (0.2, 30.0)]), ("b", [(0.1, 25.0), (0.4, 29.0)])) for b, p in pts]
+    t = at_rates(rows, ["psnr"], rates=(0.1, 0.2, 0.05))
+    assert t["c"]["0.1"]["psnr"] == pytest.approx((25.0 + 25.0) / 2)  # a: halfway in log bpp; b: its own point
+    assert t["c"]["0.2"]["psnr"] == pytest.approx((30.0 + 27.0) / 2)
+    assert t["c"]["0.05"]["psnr"] is None  # b's sweep starts above 0.05 bpp: no extrapolation
+    md = rates_markdown(t, ["psnr"])
+    assert "0.1 bpp" in md and "| c | 25.00 |" in md and "n/a" in md

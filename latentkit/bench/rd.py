@@ -7,6 +7,7 @@ Files written into the output folder (all atomically):
   ``curves.json``  per codec and quality, the mean over images of bpp and each metric, plus run metadata;
   ``bdrate.json``  ``{anchor: {codec: {metric: percent}}}`` (negative: fewer bits than the anchor);
   ``bdrate.md``    the same as markdown tables;
+  ``at_rates.json`` / ``at_rates.md``  every metric at 0.05, 0.1 and 0.2 bpp (per image in log bpp, then the mean);
   ``rd_<metric>.png``  bpp vs metric, one line per codec.
 """
 
@@ -46,6 +47,7 @@ class RDResult:
     curves: dict[str, dict[str, list[float]]]
     bdrates: dict[str, dict[str, dict[str, float]]]
     metrics: list[str]
+    at_rates: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)
 
 
@@ -162,6 +164,54 @@ def mean_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> dict[
                       for q in qs]
         curves[codec] = c
     return curves
+
+
+#: rates (bpp) at which `bench rd` reports every metric, interpolated per image
+FIXED_RATES = (0.05, 0.1, 0.2)
+
+
+def at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str],
+             rates: Sequence[float] = FIXED_RATES) -> dict[str, dict[str, dict[str, float | None]]]:
+    """Per codec, rate and metric: the mean over images of the metric at that bpp, each image's value linearly
+    interpolated in log(bpp) between its two nearest points; None when some image's sweep does not reach the
+    rate (no extrapolation). Keys: ``out[codec][f"{rate:g}"][metric]``."""
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        mine = [r for r in rows if r["codec"] == codec]
+        images = list(dict.fromkeys(r["image"] for r in mine))
+        table: dict[str, dict[str, float | None]] = {}
+        for rate in rates:
+            cell: dict[str, float | None] = {}
+            for m in metrics:
+                vals = []
+                for im in images:
+                    pts = sorted((math.log(r["bpp"]), r[m]) for r in mine if r["image"] == im)
+                    x = math.log(rate)
+                    pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= x <= b[0]), None)
+                    if pair is None:
+                        break
+                    (x0, y0), (x1, y1) = pair
+                    vals.append(y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0))
+                cell[m] = sum(vals) / len(vals) if len(vals) == len(images) else None
+            table[f"{rate:g}"] = cell
+        out[codec] = table
+    return out
+
+
+def rates_markdown(table: dict[str, dict[str, dict[str, float | None]]], metrics: Sequence[str]) -> str:
+    """One markdown table per rate: rows are codecs, columns metrics (n/a: a sweep does not reach the rate)."""
+    parts = []
+    for rate in next(iter(table.values()), {}):
+        parts.append(f"Mean over images at **{rate} bpp** (interpolated per image in log bpp; * the default "
+                     "model's training loss)\n")
+        parts.append("| codec | " + " | ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics) + " |")
+        parts.append("|---|" + "---:|" * len(metrics))
+        for codec, per_rate in table.items():
+            digits = {m: 2 if m in ("psnr", "ssimulacra2") else 4 for m in metrics}
+            cells = ["n/a" if per_rate[rate][m] is None else f"{per_rate[rate][m]:.{digits[m]}f}" for m in metrics]
+            parts.append(f"| {codec} | " + " | ".join(cells) + " |")
+        parts.append("")
+    return "\n".join(parts)
 
 
 def bd_rates(curves: dict[str, dict[str, list[float]]], metrics: Sequence[str]) -> dict[str, dict[str, dict]]:
@@ -281,7 +331,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     curves = mean_curves(rows, metrics)
     bdr = bd_rates(curves, metrics)
     out.mkdir(parents=True, exist_ok=True)
-    result = RDResult(rows, curves, bdr, metrics)
+    result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
     meta = {"data": str(Path(data)), "images": len(images), "model": _model_name(model) if LATENT in codecs else None,
             "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
             "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
@@ -290,6 +340,8 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         _write_text(out / "curves.json", json.dumps({"meta": meta, "curves": curves}, indent=1), images),
         _write_text(out / "bdrate.json", json.dumps(json_bdrates(bdr), indent=1), images),
         _write_text(out / "bdrate.md", bd_markdown(bdr, metrics), images),
+        _write_text(out / "at_rates.json", json.dumps(result.at_rates, indent=1), images),
+        _write_text(out / "at_rates.md", rates_markdown(result.at_rates, metrics), images),
     ]
     if plots:
         from .plots import plot_rd

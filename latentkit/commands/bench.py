@@ -55,7 +55,7 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def run_rd(args: argparse.Namespace) -> int:
-    from ..bench.rd import json_bdrates, bd_markdown, parse_qualities, run_rd as sweep
+    from ..bench.rd import bd_markdown, json_bdrates, parse_qualities, rates_markdown, run_rd as sweep
     from ..errors import LatentkitError
 
     codecs = _split(args.codecs) or []
@@ -75,5 +75,6 @@ def run_rd(args: argparse.Namespace) -> int:
         print(json.dumps(json_bdrates(result.bdrates), indent=1))
     else:
         print(bd_markdown(result.bdrates, result.metrics))
+        print(rates_markdown(result.at_rates, result.metrics))
         print(f"wrote {len(result.files)} files to {args.out}")
     return 0
