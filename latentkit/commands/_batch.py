@@ -23,8 +23,8 @@ from . import _args
 Work = Callable[[str, str], tuple[dict, str]]
 
 
-def add_batch_args(p: argparse.ArgumentParser, what: str) -> None:
-    """IN... (files, folders or -), -o OUT, --recursive, --jobs, --overwrite."""
+def add_batch_args(p: argparse.ArgumentParser, what: str, image_output: bool = False) -> None:
+    """IN... (files, folders or -), -o OUT, --recursive, --jobs, --overwrite; with `image_output`, --format."""
     p.add_argument("inputs", nargs="+", metavar="IN", help=f"{what}: files, folders of them, or - (standard input)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file (one input), - for standard output, or a folder (several inputs or a folder; "
@@ -33,6 +33,10 @@ def add_batch_args(p: argparse.ArgumentParser, what: str) -> None:
                                                             "(the output keeps the relative paths)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="files processed at once (default: 1)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    if image_output:
+        p.add_argument("--format", default="png", metavar="EXT",
+                       help="image type written into an output folder (default: %(default)s, which keeps alpha, "
+                            "16-bit and ICC); one output file's type follows its suffix, and - gets PNG")
 
 
 def _folder_files(folder: Path, recursive: bool, input_suffix: str | None) -> list[Path]:

@@ -15,10 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "must be the one the file was made with (its 8-byte id is checked). IN and OUT may be - "
                     "(stdin / stdout; stdout gets a PNG); several inputs or a folder go to an output folder "
                     "(a.latent -> OUT/a.png).")
-    _batch.add_batch_args(p, ".latent files")
-    p.add_argument("--format", default="png", metavar="EXT",
-                   help="image type written into an output folder (default: %(default)s); one output file's type "
-                        "follows its suffix, and - gets PNG")
+    _batch.add_batch_args(p, ".latent files", image_output=True)
     _args.add_model(p)
     _args.add_max_pixels(p, "files that declare")
     _args.add_json(p)

@@ -16,10 +16,7 @@ def register(subparsers) -> None:
                     "16-bit where OUT's format allows (see README \"Image I/O\"). PSNR (dB, peak 1) is measured "
                     "on what is written: colour only, at the source's bit depth. IN and OUT may be - (stdin / "
                     "stdout; stdout gets a PNG); several inputs or a folder go to an output folder.")
-    _batch.add_batch_args(p, "images (any format and mode Pillow reads)")
-    p.add_argument("--format", default="png", metavar="EXT",
-                   help="image type written into an output folder (default: %(default)s, which keeps everything); "
-                        "one output file's type follows its suffix, and - gets PNG")
+    _batch.add_batch_args(p, "images (any format and mode Pillow reads)", image_output=True)
     _args.add_model(p)
     p.add_argument("--sample", action="store_true",
                    help="decode a random draw from the posterior instead of its mean")
