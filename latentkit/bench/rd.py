@@ -68,26 +68,30 @@ def classic_roundtrip(name: str) -> Roundtrip:
     return roundtrip
 
 
-def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
-    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights).
+class LatentRoundtrip:
+    """The `.latent` codec as a :data:`Roundtrip`: one :class:`~latentkit.codec.api.LatentEncoder` per image
+    serves all its qualities (the encoder pass and the decoder gains are not recomputed); the bytes are those of
+    ``compress``."""
 
-    One :class:`~latentkit.codec.api.LatentEncoder` per image serves all its qualities (the encoder pass and
-    the decoder gains are not recomputed); the bytes are those of ``compress``."""
+    def __init__(self, vae):
+        self.vae, self._image, self._encoder = vae, None, None
+
+    def __call__(self, image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
+        from ..codec import LatentEncoder, decompress
+
+        if self._image is not image:
+            self._image, self._encoder = image, LatentEncoder(image, self.vae)
+        data = self._encoder.pack(quality)
+        return data, decompress(data, self.vae).rgb
+
+
+def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
+    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights)."""
     from diffusers import AutoencoderKL
 
-    from ..codec import LatentEncoder, decompress
     from ..model import load_vae
 
-    vae = model if isinstance(model, AutoencoderKL) else load_vae(model, device=device)
-    last: dict[str, Any] = {}
-
-    def roundtrip(image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
-        if last.get("image") is not image:
-            last.update(image=image, encoder=LatentEncoder(image, vae))
-        data = last["encoder"].pack(quality)
-        return data, decompress(data, vae).rgb
-
-    return roundtrip
+    return LatentRoundtrip(model if isinstance(model, AutoencoderKL) else load_vae(model, device=device))
 
 
 def lpips_nets(requested: Sequence[str] | None) -> list[str]:

@@ -39,10 +39,14 @@ class LatentEncoder:
         self.latent = latent
         self.gains = allocate.decoder_gains(self.vae, latent) if gains is None else gains
 
+    def symbols(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
+        """(step exponents C, integer symbols C x h x w) at quality 1..100: what :meth:`pack` entropy-codes."""
+        exponents = allocate.choose_exponents(self.latent, self.gains, quant.check_quality(quality))
+        return exponents, quant.quantize(self.latent, exponents)
+
     def pack(self, quality: int) -> bytes:
         """The `.latent` bytes at quality 1..100 (higher is better)."""
-        exponents = allocate.choose_exponents(self.latent, self.gains, quant.check_quality(quality))
-        symbols = quant.quantize(self.latent, exponents)
+        exponents, symbols = self.symbols(quality)
         plan = entropy.choose_model(symbols)
         payload = entropy.encode_symbols(symbols, plan)
         im = self.image
