@@ -23,6 +23,7 @@ from __future__ import annotations
 import io as _io
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,10 +162,8 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT
             raise LatentkitError(f"input {p} is a folder, not an image file")
         if not p.is_file():
             raise LatentkitError(f"input file {p} does not exist")
-    old = PILImage.MAX_IMAGE_PIXELS
-    PILImage.MAX_IMAGE_PIXELS = None  # checked below, exactly at max_pixels (Pillow only errors at 2x)
     try:
-        with PILImage.open(source) as im:
+        with _open_unguarded(source) as im:
             if max_pixels is not None and im.width * im.height > max_pixels:
                 raise LatentkitError(
                     f"{p} has {im.width}x{im.height} = {im.width * im.height} pixels, more than the limit of "
@@ -173,8 +172,22 @@ def read_image(path: str | os.PathLike | bytes, max_pixels: int | None = DEFAULT
             return from_pil(im)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise LatentkitError(f"cannot read image {p}: {_first_line(e)}") from None
-    finally:
-        PILImage.MAX_IMAGE_PIXELS = old
+
+
+_PIL_GUARD = threading.Lock()
+
+
+def _open_unguarded(source) -> PILImage.Image:
+    """``PILImage.open`` without Pillow's own decompression-bomb check (it errors only at twice its limit;
+    :func:`read_image` checks exactly at ``max_pixels``). Pillow's limit is a process global, so it is lifted and
+    restored under a lock: threads reading images at once (``--jobs``) never leave it changed. Pillow checks it
+    in ``open`` only, which reads just the header."""
+    with _PIL_GUARD:
+        old, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+        try:
+            return PILImage.open(source)
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = old
 
 
 def to_pil(image: Image, bit_depth: int | None = None) -> PILImage.Image:

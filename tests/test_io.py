@@ -156,3 +156,15 @@ def test_write_is_atomic_and_safe(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png", "o.png"]  # no temporary files left
     assert out.stat().st_mode & 0o777 == 0o666 & ~io.current_umask()
     assert os.access(out, os.R_OK)
+
+
+def test_reading_in_threads_leaves_pillows_limit_alone(tmp_path):
+    """--jobs reads images in threads: Pillow's global bomb limit, lifted while a header is read, always comes back."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    f = tmp_path / "a.png"
+    make("RGB", 64, 48).save(f)
+    with ThreadPoolExecutor(8) as pool:
+        want = io.read_image(f).rgb.shape
+        assert all(im.rgb.shape == want for im in pool.map(lambda _: io.read_image(f, max_pixels=None), range(200)))
+    assert PILImage.MAX_IMAGE_PIXELS == io.DEFAULT_MAX_PIXELS
