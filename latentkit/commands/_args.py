@@ -119,23 +119,25 @@ def check_output(path: str, inputs: tuple = (), binary: bool = True) -> None:
     check_file(path, inputs=tuple(i for i in inputs if i != STDIO))
 
 
-def check_paths(args: argparse.Namespace, image_output: bool = False) -> str | None:
-    """Check a command's IN (``args.input``) and OUT (``args.output``) before any work: IN exists (or is ``-``),
-    OUT can be written and is not IN. For an image OUT, returns its Pillow format (PNG for stdout)."""
-    fmt = None
-    if image_output:
-        from ..io import image_format
-
-        fmt = "PNG" if args.output == STDIO else image_format(args.output)
-    check_input_file(args.input)
-    check_output(args.output, inputs=(args.input,))
-    if args.output != STDIO and Path(args.output).exists() and not getattr(args, "overwrite", False):
+def check_new_output(path: str, overwrite: bool) -> None:
+    """Raise unless `path` is ``-`` or does not exist yet, or `overwrite` allows replacing it."""
+    if path != STDIO and Path(path).exists() and not overwrite:
         from ..errors import LatentkitError
 
-        if Path(args.input).exists() and Path(args.output).samefile(args.input):
-            raise LatentkitError(f"refusing to overwrite the input file {args.output}; choose another output path")
-        raise LatentkitError(f"output {args.output} already exists; pass --overwrite to replace it")
-    return fmt
+        raise LatentkitError(f"output {path} already exists; pass --overwrite to replace it")
+
+
+def check_paths(args: argparse.Namespace, image_output: bool = False) -> None:
+    """Check a command's IN (``args.input``) and OUT (``args.output``) before any work: IN exists (or is ``-``),
+    OUT can be written, is not IN, and is new unless ``--overwrite``; with `image_output`, OUT's suffix is an
+    image type Pillow writes (stdout gets PNG)."""
+    if image_output and args.output != STDIO:
+        from ..io import image_format
+
+        image_format(args.output)
+    check_input_file(args.input)
+    check_output(args.output, inputs=(args.input,))
+    check_new_output(args.output, getattr(args, "overwrite", False))
 
 
 def write_output(path: str, data: bytes, inputs: tuple = ()) -> None:

@@ -90,8 +90,7 @@ def run_all(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Work, 
     def one(pair: tuple[str, str]) -> tuple[dict, str]:
         src, dst = pair
         _args.check_input_file(src)
-        if dst != _args.STDIO and Path(dst).exists() and not args.overwrite:
-            raise LatentkitError(f"output {dst} already exists; pass --overwrite to replace it")
+        _args.check_new_output(dst, args.overwrite)
         if not single:
             Path(dst).parent.mkdir(parents=True, exist_ok=True)
         _args.check_output(dst, inputs=(src,), binary=binary)
