@@ -18,7 +18,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import torch
 from diffusers import AutoencoderKL
@@ -27,6 +27,9 @@ from .errors import LatentkitError
 from .io import current_umask
 from .train import checkpoint
 from .weights import REPO_WEIGHTS
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 #: Named architectures. ``sd`` is the SD 1.x/2.x kl-f8 VAE; ``tiny``/``small`` are CPU-sized for our own weights.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -83,8 +86,12 @@ def make_vae(config: str | os.PathLike | dict[str, Any] = "tiny", seed: int | No
 
 
 def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.device | None = None,
-             dtype: torch.dtype | None = None, allow_pickle: bool = False) -> AutoencoderKL:
-    """Load a KL autoencoder in eval mode.
+             dtype: torch.dtype | str | None = None, allow_pickle: bool = False, *,
+             torch_dtype: torch.dtype | str | None = None) -> AutoencoderKL:
+    """Load a KL autoencoder in eval mode, on `device` (default CPU) with weights of `dtype` (default float32).
+
+    ``torch_dtype`` is diffusers' name for ``dtype`` (``load_vae(torch_dtype=torch.float16, device="cuda")``);
+    both take a ``torch.dtype`` or a name (``"fp16"``, ``"bfloat16"``, ...).
 
     Accepts, in this order of checks:
       - ``None`` or ``"default"``: the shipped default weights in ``weights/default``;
@@ -111,9 +118,26 @@ def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.
     except Exception as e:  # corrupt or foreign files: one line, not a traceback
         raise LatentkitError(f"cannot load a VAE from {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     vae.eval().requires_grad_(False)
+    dtype = _dtype_arg(dtype, torch_dtype)
     if device is not None or dtype is not None:
         move(vae, device=device, dtype=dtype)
     return vae
+
+
+_DTYPE_NAMES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
+                "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def _dtype_arg(dtype: torch.dtype | str | None, torch_dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise LatentkitError(f"dtype={dtype} and torch_dtype={torch_dtype} disagree; pass one of them")
+    d = torch_dtype if dtype is None else dtype
+    if isinstance(d, str):
+        name = d.lower().removeprefix("torch.")
+        if name not in _DTYPE_NAMES:
+            raise LatentkitError(f"unknown dtype {d!r}: use one of {', '.join(_DTYPE_NAMES)} or a torch.dtype")
+        d = _DTYPE_NAMES[name]
+    return d
 
 
 def move(vae: AutoencoderKL, device: str | torch.device | None = None,
@@ -347,36 +371,88 @@ def latent_shape(vae: AutoencoderKL, width: int, height: int) -> tuple[int, int,
     return vae.config.latent_channels, math.ceil(height / f), math.ceil(width / f)
 
 
-def encode(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
-           generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
+#: what :func:`encode` takes as images: a tensor, a PIL image, a file path, or a list of PIL images / paths
+ImageInput = Union[torch.Tensor, "PIL.Image.Image", str, os.PathLike, Sequence[Any]]
+
+
+def as_batch(images: ImageInput) -> torch.Tensor:
+    """Images as an N x 3 x H x W float tensor in [0, 1].
+
+    Takes an N x 3 x H x W or 3 x H x W tensor (returned as it is, batched), a PIL image, an image file path,
+    or a list of PIL images / paths of one size. Files and PIL images go through :func:`latentkit.io.from_pil`:
+    EXIF orientation applied, grayscale expanded to RGB, alpha dropped (the codec keeps alpha; the model
+    encodes colour only).
+    """
+    from PIL import Image as PILImage
+
+    from . import io as lkio
+
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images[None]
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise LatentkitError(f"images must be N x 3 x H x W (or 3 x H x W), got shape {tuple(images.shape)}")
+        return images
+    items = images if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        raise LatentkitError("no images given")
+    batch = []
+    for item in items:
+        if isinstance(item, PILImage.Image):
+            batch.append(lkio.from_pil(item).batch())
+        elif isinstance(item, (str, os.PathLike)):
+            batch.append(lkio.read_image(item).batch())
+        else:
+            raise LatentkitError(f"cannot encode a {type(item).__name__}: pass a tensor, a PIL image or a file path")
+    sizes = {tuple(b.shape[-2:]) for b in batch}
+    if len(sizes) > 1:
+        raise LatentkitError(f"images in one batch must share a size, got {sorted(sizes)} (H, W)")
+    return torch.cat(batch)
+
+
+def encode(vae: AutoencoderKL, images: ImageInput, sample: bool = False,
+           generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None,
+           with_std: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
+
+    `images` may also be a PIL image, a file path, or a list of them (see :func:`as_batch`).
 
     Returns the posterior mean, or a draw from the posterior with ``sample=True``. Sizes that are not
     multiples of 8 are padded by edge replication; crop the decoded image back with ``[..., :H, :W]``.
     ``fast``: the fast CPU path of :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine).
     ``tile``: encode in tiles (:mod:`latentkit.tiling`); None tiles automatically above a size threshold.
     Latents are returned as float32 (or the model's dtype if wider).
+    ``with_std``: return ``(latents, std)``, std being the posterior's standard deviation (same shape and dtype).
     """
     from . import runtime, tiling
 
     p = next(vae.parameters())
-    x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
+    x = pad_to_multiple(as_batch(images).to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
     if tile is None:
         tile = tiling.should_tile(vae, *x.shape[-2:])
     with runtime.inference(p.device, fast):
         x = runtime.prepare_input(x, fast)
         posterior = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
         z = posterior.sample(generator) if sample else posterior.mean
+        std = posterior.std if with_std else None
     # cloned outside inference mode: an ordinary tensor that callers may edit in place (e.g. rounding)
-    return z.to(torch.promote_types(p.dtype, torch.float32)).clone(memory_format=torch.contiguous_format)
+    dtype = torch.promote_types(p.dtype, torch.float32)
+    z = z.to(dtype).clone(memory_format=torch.contiguous_format)
+    return (z, std.to(dtype).clone(memory_format=torch.contiguous_format)) if with_std else z
 
 
-def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile: bool | None = None) -> torch.Tensor:
-    """Unscaled latents N x C x h x w -> images in [0, 1], N x 3 x fh x fw (f: the downsampling factor; float32,
-    clamped).
+def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile: bool | None = None,
+           output_type: str = "pt") -> torch.Tensor | list:
+    """Unscaled latents N x C x h x w (or C x h x w) -> images in [0, 1], N x 3 x fh x fw (f: the downsampling
+    factor; float32, clamped).
 
     ``fast`` and ``tile`` as in :func:`encode` (the tiling threshold applies to the output size).
+    ``output_type``: ``"pt"`` (the tensor) or ``"pil"`` (a list of 8-bit RGB PIL images), as in diffusers.
     """
+    if output_type not in ("pt", "pil"):
+        raise LatentkitError(f"output_type must be 'pt' or 'pil', got {output_type!r}")
+    if latents.dim() == 3:
+        latents = latents[None]
     from . import runtime, tiling
 
     p = next(vae.parameters())
@@ -387,11 +463,18 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile
     with runtime.inference(p.device, fast):
         z = runtime.prepare_input(z, fast)
         x = tiling.decode_tiled(vae, z) if tile else vae.decode(z).sample
-    return ((x.float() + 1) / 2).clamp_(0, 1).contiguous()
+    x = ((x.float() + 1) / 2).clamp_(0, 1).contiguous()
+    if output_type == "pil":
+        from . import io as lkio
+
+        return [lkio.to_pil(lkio.Image(rgb)) for rgb in x]
+    return x
 
 
-def reconstruct(vae: AutoencoderKL, images: torch.Tensor, sample: bool = False,
+def reconstruct(vae: AutoencoderKL, images: ImageInput, sample: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """Encode then decode, cropped back to the input size. Images in [0, 1] in and out (N x 3 x H x W)."""
+    """Encode then decode, cropped back to the input size. Images in [0, 1] in and out (N x 3 x H x W; any
+    input :func:`encode` takes)."""
+    images = as_batch(images)
     h, w = images.shape[-2:]
     return decode(vae, encode(vae, images, sample=sample, generator=generator))[..., :h, :w]

@@ -208,3 +208,49 @@ def test_sample_and_mean(micro_vae, rand_images):
 def test_model_id(micro_vae):
     assert len(M.model_id(micro_vae)) == 8
     assert M.model_id(micro_vae) == bytes.fromhex(M.weights_sha256(micro_vae))[:8]
+
+
+def test_encode_takes_pil_images_paths_and_lists_like_the_tensor(tmp_path, micro_vae):
+    from PIL import Image
+
+    from latentkit import io as lkio
+
+    rgb = (torch.rand(3, 24, 40, generator=torch.Generator().manual_seed(3)) * 255).round() / 255
+    pil = lkio.to_pil(lkio.Image(rgb))
+    pil.save(tmp_path / "a.png")
+    ref = M.encode(micro_vae, rgb[None])
+    for images in (pil, tmp_path / "a.png", str(tmp_path / "a.png"), [pil, tmp_path / "a.png"], rgb):
+        z = M.encode(micro_vae, images)
+        assert z.shape[0] == (2 if isinstance(images, list) else 1)
+        torch.testing.assert_close(z[:1], ref)
+    gray = Image.fromarray((rgb[0].numpy() * 255).astype("uint8"), "L")
+    assert M.encode(micro_vae, gray).shape == ref.shape  # grayscale is expanded to RGB
+    with pytest.raises(LatentkitError, match="share a size"):
+        M.encode(micro_vae, [pil, pil.resize((16, 16))])
+    with pytest.raises(LatentkitError, match="cannot encode a int"):
+        M.encode(micro_vae, 3)
+    with pytest.raises(LatentkitError, match="N x 3 x H x W"):
+        M.encode(micro_vae, torch.rand(1, 4, 8, 8))
+
+
+def test_decode_to_pil_and_unbatched_latents(micro_vae, rand_images):
+    z = M.encode(micro_vae, rand_images)
+    pils = M.decode(micro_vae, z, output_type="pil")
+    assert [p.size for p in pils] == [(48, 32)] * 2 and pils[0].mode == "RGB"
+    x = M.decode(micro_vae, z[0])
+    assert x.shape == (1, 3, 32, 48)
+    import numpy as np
+
+    assert abs(np.asarray(pils[0], dtype=np.float32).mean() / 255 - x[0].mean().item()) < 0.01
+    with pytest.raises(LatentkitError, match="output_type"):
+        M.decode(micro_vae, z, output_type="np")
+
+
+def test_load_vae_takes_diffusers_torch_dtype_and_names(tmp_path, micro_vae):
+    M.save_vae(micro_vae, tmp_path / "m")
+    assert next(M.load_vae(tmp_path / "m", torch_dtype=torch.float16).parameters()).dtype == torch.float16
+    assert next(M.load_vae(tmp_path / "m", dtype="bf16", device="cpu").parameters()).dtype == torch.bfloat16
+    with pytest.raises(LatentkitError, match="disagree"):
+        M.load_vae(tmp_path / "m", dtype=torch.float16, torch_dtype=torch.bfloat16)
+    with pytest.raises(LatentkitError, match="unknown dtype"):
+        M.load_vae(tmp_path / "m", torch_dtype="fp8")
