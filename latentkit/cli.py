@@ -14,7 +14,8 @@ import sys
 #: subcommand modules, in the order ``--help`` lists them
 COMMANDS = [
     "roundtrip", "encode", "decode", "metrics", "info", "init_model", "train", "eval_model",
-    "bench", "export", "scale_factor", "fetch",
+    "bench", "export", "scale_factor", "fetch", "interpolate", "sample", "anomaly", "latent_stats",
+    "encode_dataset",
 ]
 
 
@@ -41,9 +42,19 @@ def _version() -> str:
 EXIT_BROKEN_PIPE = 141
 
 
+#: OpenMP threads that wait for work sleep instead of spinning: on a machine whose other cores are busy, a spinning
+#: thread steals the time the busy core's thread needs, and every parallel region waits for the slowest thread
+#: (README "Performance"). Set before torch loads; a value in the environment wins.
+OPENMP_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0 ok, 2 user error, 130 interrupted, 141 stdout closed)."""
     from .errors import LatentkitError
+
+    if "torch" not in sys.modules:
+        for key, value in OPENMP_ENV.items():
+            os.environ.setdefault(key, value)
 
     try:
         parser = build_parser()

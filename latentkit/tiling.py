@@ -75,12 +75,18 @@ def _spans(size: int, core: int, halo: int) -> list[tuple[int, int, int, int]]:
 
 class _GroupNormStats:
     """Swaps the ``forward`` of GroupNorm modules for one that collects whole-image statistics over tile
-    cores and normalises with fixed statistics once it has them (see the module docstring)."""
+    cores and normalises with fixed statistics once it has them (see the module docstring).
+
+    Statistics are float32 and numerically stable without float64 copies: each tile core contributes its
+    per-channel mean and sum of squared deviations (``var_mean``), tiles are merged with Chan et al.'s pairwise
+    update, and channels into groups by the law of total variance. Set ``collect = False`` for the last pass,
+    whose statistics nobody uses."""
 
     def __init__(self, modules: Sequence[torch.nn.Module]):
         self.norms = [m for root in modules for m in root.modules() if isinstance(m, torch.nn.GroupNorm)]
         self.stats: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.sums: dict[int, list[torch.Tensor]] = {}
+        self.sums: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}  # count, mean, M2 per channel (N x C)
+        self.collect = True
         self.tile = (1, 1)  # tile height, width in reference units
         self.core = (0, 1, 0, 1)  # core y0, y1, x0, x1 relative to the tile, reference units
 
@@ -95,36 +101,43 @@ class _GroupNormStats:
                 del m.forward
 
     def next_pass(self) -> None:
-        """Turn the sums collected so far into the statistics the next pass normalises with."""
-        for i, (s1, s2, count) in self.sums.items():
-            m = self.norms[i]
-            n = s1.shape[0]
-            g1 = s1.view(n, m.num_groups, -1).sum(-1) / count
-            g2 = s2.view(n, m.num_groups, -1).sum(-1) / count
-            self.stats[i] = (g1, (g2 - g1 * g1).clamp_min(0))
+        """Turn the statistics collected so far into those the next pass normalises with."""
+        for i, (count, mean, m2) in self.sums.items():
+            g = self.norms[i].num_groups
+            n = mean.shape[0]
+            mean_c, var_c = mean.view(n, g, -1), (m2 / count).view(n, g, -1)
+            group_mean = mean_c.mean(-1)
+            group_var = var_c.mean(-1) + (mean_c - group_mean[..., None]).square().mean(-1)
+            self.stats[i] = (group_mean, group_var)
         self.sums = {}
 
-    def _forward(self, m: torch.nn.GroupNorm, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _collect(self, i: int, x: torch.Tensor) -> None:
         h, w = x.shape[-2:]
         y0, y1, x0, x1 = self.core
         th, tw = self.tile
-        core = x[..., y0 * h // th:y1 * h // th, x0 * w // tw:x1 * w // tw].double()
-        s1, s2 = core.sum((2, 3)), core.square().sum((2, 3))
-        count = core.shape[-1] * core.shape[-2] * (x.shape[1] // m.num_groups)
-        if i in self.sums:
-            acc = self.sums[i]
-            acc[0] += s1
-            acc[1] += s2
-            acc[2] += count
-        else:
-            self.sums[i] = [s1, s2, count]
+        core = x[..., y0 * h // th:y1 * h // th, x0 * w // tw:x1 * w // tw]
+        var, mean = torch.var_mean(core.float(), dim=(2, 3), correction=0)  # no copy when x is float32
+        count = core.shape[-2] * core.shape[-1]
+        m2 = var * count
+        if i not in self.sums:
+            self.sums[i] = (count, mean, m2)
+            return
+        n_a, mean_a, m2_a = self.sums[i]
+        total = n_a + count
+        delta = mean - mean_a
+        self.sums[i] = (total, mean_a + delta * (count / total), m2_a + m2 + delta.square() * (n_a * count / total))
+
+    def _forward(self, m: torch.nn.GroupNorm, i: int, x: torch.Tensor) -> torch.Tensor:
+        if self.collect:
+            self._collect(i, x)
         if i not in self.stats:
             return F.group_norm(x, m.num_groups, m.weight, m.bias, m.eps)
         mean, var = self.stats[i]
-        rstd = (var + m.eps).rsqrt().repeat_interleave(x.shape[1] // m.num_groups, 1)  # N x C
-        scale = rstd * m.weight.double()
-        shift = m.bias.double() - mean.repeat_interleave(x.shape[1] // m.num_groups, 1) * scale
-        return x * scale.to(x.dtype)[..., None, None] + shift.to(x.dtype)[..., None, None]
+        per_group = x.shape[1] // m.num_groups
+        rstd = (var + m.eps).rsqrt().repeat_interleave(per_group, 1)  # N x C
+        scale = rstd * m.weight.float()
+        shift = m.bias.float() - mean.repeat_interleave(per_group, 1) * scale
+        return torch.addcmul(shift.to(x.dtype)[..., None, None], x, scale.to(x.dtype)[..., None, None])
 
 
 class _PooledKV:
@@ -170,6 +183,7 @@ def _run_tiled(body, x: torch.Tensor, core: int, halo: int, scale_out: float, pa
         for p in range(passes):
             if p:
                 norms.next_pass()
+            norms.collect = p < passes - 1  # the last pass's statistics would be thrown away
             for (t0, t1, c0, c1), (u0, u1, d0, d1) in tiles:
                 norms.tile = (t1 - t0, u1 - u0)
                 norms.core = (c0 - t0, c1 - t0, d0 - u0, d1 - u0)

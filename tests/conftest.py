@@ -41,3 +41,16 @@ def micro_vae():
 def rand_images():
     g = torch.Generator().manual_seed(0)
     return torch.rand(2, 3, 32, 48, generator=g)
+
+
+def tiled_with_exact_statistics(body, modules, x: torch.Tensor, core: int, halo: int, scale_out: float):
+    """`body` run in tiles of `core` (+ `halo`) with the GroupNorm statistics of the whole image: what tiling
+    computes when its statistics are perfect, so any difference from the untiled `body(x)` is the halo's."""
+    from latentkit import tiling
+
+    whole = tiling._GroupNormStats(modules)  # one tile = the whole image: exact statistics after pass 1
+    tiling._run_tiled(body, x, 1 << 20, 0, scale_out, 2, whole, "stats")
+    assert whole.sums == {}  # the last pass collects nothing
+    tiled = tiling._GroupNormStats(modules)
+    tiled.stats = whole.stats
+    return tiling._run_tiled(body, x, core, halo, scale_out, 1, tiled, "tiles")

@@ -214,7 +214,10 @@ def test_cli_constants_agree_with_the_library():
 
 @pytest.mark.parametrize("argv", [["--help"], ["encode", "--help"], ["train", "--help"], ["bench", "rd", "--help"],
                                   ["encode", "missing.png", "-o", "x.latent"], ["decode", "missing.latent", "-o",
-                                                                                "x.png"]])
+                                                                                "x.png"],
+                                  ["interpolate", "--help"], ["sample", "--help"], ["anomaly", "--help"],
+                                  ["latent-stats", "--help"], ["interpolate", "missing.png", "m.png", "-o", "s.png"],
+                                  ["sample", "-o", "g.png", "--size", "20"]])
 def test_help_and_input_errors_import_no_torch(argv, tmp_path):
     code = ("import sys\nfrom latentkit.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    rc = e.code\nheavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers'})\n"

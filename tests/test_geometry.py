@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from conftest import tiled_with_exact_statistics
 from latentkit import model, tiling
 from latentkit.codec import compress, decompress
 from latentkit.io import Image
@@ -49,12 +50,7 @@ def test_other_downsampling_factors_end_to_end(blocks, factor):
 
     with torch.inference_mode():
         ref = body(big)
-        whole = tiling._GroupNormStats(mods)
-        tiling._run_tiled(body, big, 1024, 0, 1 / factor, 1, whole, "stats")
-        whole.next_pass()
-        tiled = tiling._GroupNormStats(mods)
-        tiled.stats = whole.stats
-        out = tiling._run_tiled(body, big, 32, tiling.encoder_halo_px(vae), 1 / factor, 1, tiled, "tiles")
+        out = tiled_with_exact_statistics(body, mods, big, 32, tiling.encoder_halo_px(vae), 1 / factor)
         assert tiling.encode_tiled(vae, big, tile_px=32).mean.shape == z.shape[:2] + (96 // factor, 128 // factor)
         zb = vae.encode(big).latent_dist.mean
         assert tiling.decode_tiled(vae, zb, tile_px=32).shape == big.shape

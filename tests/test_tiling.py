@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import tiled_with_exact_statistics
 from latentkit import model, tiling
 from latentkit.metrics.psnr import psnr
 
@@ -34,12 +35,7 @@ def test_halo_covers_receptive_field_with_exact_statistics(micro_vae, smooth_ima
     x = smooth_image * 2 - 1
     with torch.inference_mode():
         ref = body(x)
-        whole = tiling._GroupNormStats(mods)  # one tile = the whole image: exact sums
-        tiling._run_tiled(body, x, 1024, 0, 1 / 8, 1, whole, "stats")
-        whole.next_pass()
-        tiled = tiling._GroupNormStats(mods)
-        tiled.stats = whole.stats
-        out = tiling._run_tiled(body, x, 64, tiling.encoder_halo_px(micro_vae), 1 / 8, 1, tiled, "tiles")
+        out = tiled_with_exact_statistics(body, mods, x, 64, tiling.encoder_halo_px(micro_vae), 1 / 8)
     assert out.shape == ref.shape
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 

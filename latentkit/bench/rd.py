@@ -31,7 +31,7 @@ from ..metrics.compare import TRAINED_ON
 from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
-from .sweeps import CODECS, LATENT, LATENT_QUALITIES
+from .sweeps import CODECS, LATENT, LATENT_QUALITIES, PCA, PCA_QUALITIES
 
 ANCHORS = ("jpeg", LATENT)
 
@@ -92,6 +92,19 @@ def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
     from ..model import load_vae
 
     return LatentRoundtrip(model if isinstance(model, AutoencoderKL) else load_vae(model, device=device))
+
+
+def pca_roundtrip() -> Roundtrip:
+    """The linear baseline: the shipped PCA basis's top 4 coefficients, coded as latents (:mod:`.pca_codec`)."""
+    from .pca_codec import PCARoundtrip
+
+    return PCARoundtrip()
+
+
+def make_roundtrips(codecs: Sequence[str], model: Any = None, device: str | None = None) -> dict[str, Roundtrip]:
+    """A :data:`Roundtrip` per codec name; the latent codec with `model` (a VAE, a path, or None: the default)."""
+    return {c: (latent_roundtrip(model, device) if c == LATENT else pca_roundtrip() if c == PCA
+                else classic_roundtrip(c)) for c in codecs}
 
 
 def lpips_nets(requested: Sequence[str] | None) -> list[str]:
@@ -257,7 +270,8 @@ def check_codecs(codecs: Sequence[str]) -> None:
 def parse_qualities(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Sweeps per codec: the defaults, overridden by specs ``"codec=q1,q2,..."`` or ``"q1,q2,..."`` (all)."""
     check_codecs(codecs)
-    out = {c: (LATENT_QUALITIES if c == LATENT else CLASSIC[c].qualities) for c in codecs}
+    out = {c: (LATENT_QUALITIES if c == LATENT else PCA_QUALITIES if c == PCA else CLASSIC[c].qualities)
+           for c in codecs}
     for spec in specs or ():
         name, _, values = spec.rpartition("=")
         targets = [name] if name else list(codecs)
@@ -309,13 +323,21 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
            model: Any = None, qualities: dict[str, Sequence[int]] | None = None,
            nets: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
            plots: bool = True, progress: bool = True, reuse: str | os.PathLike | None = None,
-           butteraugli: bool = False) -> RDResult:
+           butteraugli: bool = False, html: str | os.PathLike | None = None, html_images: int | None = None,
+           html_bpp: float = 0.1) -> RDResult:
     """The whole benchmark: sweep, write points/curves/BD-rates/plots into `out_dir` (created if needed).
 
     ``butteraugli``: also measure Butteraugli (needs libjxl's ``butteraugli_main``; about a second a point).
     ``reuse``: an earlier run's folder or ``points.csv``; its points of the codecs not in `codecs` join the
-    results (same images, same metrics), e.g. to re-run only the latent codec after retraining."""
+    results (same images, same metrics), e.g. to re-run only the latent codec after retraining.
+    ``html``: also write the visual report there (:mod:`latentkit.bench.report`): the first `html_images`
+    images (default all) side by side at `html_bpp`."""
     check_codecs(codecs)
+    if html is not None and Path(html).parent.resolve() != Path(out_dir).resolve():
+        lkio.check_output(html)  # fail before the sweep, not after it (--out itself is created below)
+    if html is not None:
+        if not html_bpp > 0:
+            raise LatentkitError(f"the report's target rate must be a positive bpp, got {html_bpp}")
     images = lkio.list_images(data, limit=limit)
     reused = load_points(reuse, images, codecs) if reuse is not None else []
     qualities = dict(qualities) if qualities else parse_qualities(None, codecs)
@@ -323,7 +345,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     if out.exists() and not out.is_dir():
         raise LatentkitError(f"--out {out} exists and is not a folder")
     nets = lpips_nets(nets)
-    roundtrips = {c: (latent_roundtrip(model, device) if c == LATENT else classic_roundtrip(c)) for c in codecs}
+    roundtrips = make_roundtrips(codecs, model, device)
     metrics = ["psnr", "ms_ssim", "ssimulacra2", *(["butteraugli_3norm", "butteraugli_max"] if butteraugli else []),
                *(f"lpips_{n}" for n in nets)]
     rows = sweep(images, roundtrips, qualities, metrics, progress)
@@ -336,7 +358,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     bdr = bd_rates(curves, metrics)
     out.mkdir(parents=True, exist_ok=True)
     result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
-    meta = {"data": str(Path(data)), "images": len(images), "model": _model_name(model) if LATENT in codecs else None,
+    meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(), "model": _model_name(model) if LATENT in codecs else None,
             "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
             "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
     result.files += [
@@ -351,6 +373,14 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         from .plots import plot_rd
 
         result.files += [plot_rd(curves, m, out / f"rd_{m}.png") for m in metrics]
+    if html is not None:
+        from .report import write_report
+
+        others = [c for c in dict.fromkeys(r["codec"] for r in rows) if c not in roundtrips]
+        shown = roundtrips | make_roundtrips(others, model, device)
+        result.files.append(write_report(html, images[:html_images], rows, shown, metrics, bdr, result.at_rates,
+                                         plots=[f for f in result.files if f.suffix == ".png"],
+                                         target_bpp=html_bpp, meta=meta, progress=progress))
     return result
 
 

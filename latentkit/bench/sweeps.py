@@ -14,4 +14,7 @@ CLASSIC_QUALITIES = {
 }
 #: The latent codec's quality runs 1..100; the default sweep covers all of it, densest at the low end.
 LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
-CODECS = (LATENT, *CLASSIC_QUALITIES)
+#: the linear baseline (latentkit.bench.pca_codec): PCA coefficients coded as latents, on the latent codec's scale
+PCA = "pca"
+PCA_QUALITIES = LATENT_QUALITIES
+CODECS = (LATENT, PCA, *CLASSIC_QUALITIES)

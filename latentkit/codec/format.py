@@ -124,7 +124,8 @@ def parse(data: bytes, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Container
     if not (1 <= width <= MAX_SIDE and 1 <= height <= MAX_SIDE) or (max_pixels is not None
                                                                        and width * height > max_pixels):
         raise LatentkitError(f"corrupt or oversized .latent file: image size {width}x{height} "
-                             f"(limits: {MAX_SIDE} px a side, {max_pixels} pixels)")
+                             f"(limits: {MAX_SIDE} px a side, {max_pixels or 'no limit on'} pixels; "
+                             "--max-pixels N sets the second)")
     channels = r.take(1, "header")[0]
     if channels < 1:
         raise LatentkitError("corrupt .latent file: zero latent channels")

@@ -44,10 +44,33 @@ def register(subparsers) -> None:
                     help="an earlier run's folder (or its points.csv): its points of the codecs not in --codecs join "
                          "the results, e.g. re-run only the latent codec after retraining")
     rd.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    rd.add_argument("--html", default=None, metavar="FILE.html",
+                    help="also write a self-contained visual report: plots, tables, and per image original | each "
+                         "codec side by side at --html-bpp (1:1 crops, click to move; bpp and every metric under "
+                         "each)")
+    rd.add_argument("--html-images", type=int, default=None, metavar="N",
+                    help="images in the report's viewer (default: all; each adds ~2 MB of lossless images)")
+    rd.add_argument("--html-bpp", type=float, default=0.1, metavar="BPP",
+                    help="the viewer's rate: each codec at its point nearest it at or below (default: %(default)s)")
     rd.add_argument("--json", action="store_true",
                     help="print the BD-rates as JSON on stdout instead of the markdown tables")
     rd.add_argument("--quiet", action="store_true", help="no progress bar")
     rd.set_defaults(func=run_rd)
+
+    rep = sub.add_parser(
+        "report", help="the visual HTML report of a finished `bench rd` run",
+        description="Write the self-contained HTML page of a `bench rd` run folder (what `bench rd --html` "
+                    "writes): its plots and tables, and each image side by side with every codec at the point "
+                    "nearest --bpp at or below it, re-decoded from --data (1:1 crops, click to move).")
+    rep.add_argument("run", metavar="RUN", help="the --out folder of a finished `bench rd`")
+    rep.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the page to write (atomically)")
+    rep.add_argument("--data", default=None, help="the run's image folder (default: as recorded in the run)")
+    rep.add_argument("--model", default=None, metavar="M",
+                     help="model of the latent codec (default: as recorded in the run); must be the run's")
+    rep.add_argument("--bpp", type=float, default=0.1, help="the viewer's rate (default: %(default)s)")
+    rep.add_argument("--limit", type=int, default=None, metavar="N", help="show only the first N images")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
+    rep.set_defaults(func=run_report)
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -61,6 +84,8 @@ def run_rd(args: argparse.Namespace) -> int:
     codecs = _split(args.codecs) or []
     if args.limit is not None and args.limit < 1:
         raise LatentkitError("--limit must be at least 1")
+    if args.html_images is not None and args.html_images < 1:
+        raise LatentkitError("--html-images must be at least 1")
     if args.threads is not None:
         if args.threads < 1:
             raise LatentkitError("--threads must be at least 1")
@@ -70,11 +95,29 @@ def run_rd(args: argparse.Namespace) -> int:
     result = sweep(args.data, args.out, codecs=codecs, model=args.model,
                    qualities=parse_qualities(args.qualities, codecs), nets=_split(args.lpips_nets),
                    limit=args.limit, device=args.device, plots=not args.no_plots, progress=not args.quiet,
-                   reuse=args.reuse, butteraugli=args.butteraugli)
+                   reuse=args.reuse, butteraugli=args.butteraugli, html=args.html, html_images=args.html_images,
+                   html_bpp=args.html_bpp)
     if args.json:
         print(json.dumps(json_bdrates(result.bdrates), indent=1))
     else:
         print(bd_markdown(result.bdrates, result.metrics))
         print(rates_markdown(result.at_rates, result.metrics))
         print(f"wrote {len(result.files)} files to {args.out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..errors import LatentkitError
+    from ..io import check_output
+
+    if args.limit is not None and args.limit < 1:
+        raise LatentkitError("--limit must be at least 1")
+    if not args.bpp > 0:
+        raise LatentkitError(f"--bpp must be a positive rate, got {args.bpp}")
+    check_output(args.output)
+    from ..bench.report import report_from_run
+
+    out = report_from_run(args.run, args.output, data=args.data, model=args.model, limit=args.limit,
+                          target_bpp=args.bpp, progress=not args.quiet)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0

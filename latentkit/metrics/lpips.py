@@ -138,7 +138,10 @@ class LPIPS(nn.Module):
             start = end
         return out
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor, spatial: bool = False) -> torch.Tensor:
+        """N distances; with ``spatial``, the N x 1 x H x W map instead: each tap's weighted squared difference
+        upsampled (bilinear) to the input size and summed over taps, as the `lpips` package's ``spatial=True``
+        (its mean is close to, not exactly, the distance: the upsampling does not keep means exactly)."""
         if x.shape != y.shape or min(x.shape[-2:]) < MIN_SIDE[self.net]:
             raise LatentkitError(f"LPIPS-{self.net} needs two images of the same size, at least "
                                  f"{MIN_SIDE[self.net]} px a side; got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -147,7 +150,11 @@ class LPIPS(nn.Module):
         total = 0.0
         for f, lin in zip(feats, self.lins):
             f = f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            total = total + lin((f[:n] - f[n:]).pow(2)).mean((1, 2, 3))
+            d = lin((f[:n] - f[n:]).pow(2))
+            if spatial:
+                total = total + nn.functional.interpolate(d, size=x.shape[-2:], mode="bilinear", align_corners=False)
+            else:
+                total = total + d.mean((1, 2, 3))
         return total
 
 
@@ -156,8 +163,9 @@ def _cached(net: str, device: str) -> LPIPS:
     return LPIPS(net).to(device)
 
 
-def lpips(x: torch.Tensor, y: torch.Tensor, net: str = "squeeze") -> torch.Tensor:
-    """LPIPS v0.1 between images in [0, 1] (N x 3 x H x W); returns N distances (no gradients)."""
+def lpips(x: torch.Tensor, y: torch.Tensor, net: str = "squeeze", spatial: bool = False) -> torch.Tensor:
+    """LPIPS v0.1 between images in [0, 1] (N x 3 x H x W); returns N distances (no gradients), or with
+    ``spatial`` the N x 1 x H x W map of :meth:`LPIPS.forward`."""
     model = _cached(net, str(x.device))
     with torch.no_grad():
-        return model(x.float(), y.float())
+        return model(x.float(), y.float(), spatial=spatial)
