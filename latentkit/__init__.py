@@ -18,7 +18,7 @@ from typing import Any
 from .errors import LatentkitError
 
 __version__ = "0.1.0"
-_MODEL_NAMES = ("decode", "encode", "load_vae", "make_vae", "reconstruct", "save_vae")
+_MODEL_NAMES = ("decode", "encode", "load_vae", "make_vae", "posterior", "reconstruct", "save_vae")
 __all__ = ["LatentkitError", "io", *_MODEL_NAMES]
 
 

@@ -410,20 +410,17 @@ def as_batch(images: ImageInput) -> torch.Tensor:
     return torch.cat(batch)
 
 
-def encode(vae: AutoencoderKL, images: ImageInput, sample: bool = False,
-           generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None,
-           with_std: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-    """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
+def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile: bool | None = None):
+    """The posterior q(z | x) of images in [0, 1] (any input :func:`as_batch` takes) as diffusers'
+    ``DiagonalGaussianDistribution``: ``.mean``, ``.logvar``, ``.std`` are unscaled N x C x ceil(H/8) x ceil(W/8)
+    (float32, or the model's dtype if wider), ``.sample(generator)`` draws from it, ``.kl()`` is the KL to N(0, I).
 
-    `images` may also be a PIL image, a file path, or a list of them (see :func:`as_batch`).
-
-    Returns the posterior mean, or a draw from the posterior with ``sample=True``. Sizes that are not
-    multiples of 8 are padded by edge replication; crop the decoded image back with ``[..., :H, :W]``.
-    ``fast``: the fast CPU path of :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine).
-    ``tile``: encode in tiles (:mod:`latentkit.tiling`); None tiles automatically above a size threshold.
-    Latents are returned as float32 (or the model's dtype if wider).
-    ``with_std``: return ``(latents, std)``, std being the posterior's standard deviation (same shape and dtype).
+    Sizes that are not multiples of 8 are padded by edge replication. ``fast``: the fast CPU path of
+    :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine and thread count). ``tile``: encode in
+    tiles (:mod:`latentkit.tiling`); None tiles automatically above a size threshold.
     """
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
     from . import runtime, tiling
 
     p = next(vae.parameters())
@@ -432,13 +429,29 @@ def encode(vae: AutoencoderKL, images: ImageInput, sample: bool = False,
         tile = tiling.should_tile(vae, *x.shape[-2:])
     with runtime.inference(p.device, fast):
         x = runtime.prepare_input(x, fast)
-        posterior = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
-        z = posterior.sample(generator) if sample else posterior.mean
-        std = posterior.std if with_std else None
-    # cloned outside inference mode: an ordinary tensor that callers may edit in place (e.g. rounding)
+        post = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
+        params = torch.cat([post.mean, post.logvar], 1)
+    # cloned outside inference mode: ordinary tensors that callers may edit in place (e.g. rounding)
     dtype = torch.promote_types(p.dtype, torch.float32)
-    z = z.to(dtype).clone(memory_format=torch.contiguous_format)
-    return (z, std.to(dtype).clone(memory_format=torch.contiguous_format)) if with_std else z
+    return DiagonalGaussianDistribution(params.to(dtype).clone(memory_format=torch.contiguous_format))
+
+
+def encode(vae: AutoencoderKL, images: ImageInput, sample: bool = False,
+           generator: torch.Generator | None = None, *, fast: bool = True, tile: bool | None = None,
+           with_std: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Images in [0, 1] (N x 3 x H x W, any H, W >= 1) -> unscaled latents N x C x ceil(H/8) x ceil(W/8).
+
+    `images` may also be a PIL image, a file path, or a list of them (see :func:`as_batch`).
+
+    Returns the posterior mean, or a draw from the posterior with ``sample=True`` (:func:`posterior` has the
+    whole distribution). Sizes that are not multiples of 8 are padded by edge replication; crop the decoded
+    image back with ``[..., :H, :W]``. ``fast`` and ``tile`` as in :func:`posterior`. Latents are float32 (or
+    the model's dtype if wider). ``with_std``: return ``(latents, std)``, std being the posterior's standard
+    deviation (same shape and dtype).
+    """
+    post = posterior(vae, images, fast=fast, tile=tile)
+    z = (post.sample(generator) if sample else post.mean).contiguous()  # .mean is a view into the parameters
+    return (z, post.std.contiguous()) if with_std else z
 
 
 def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile: bool | None = None,

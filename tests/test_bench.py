@@ -182,3 +182,18 @@ def test_metrics_at_fixed_rates_interpolate_per_image_in_log_bpp():
     assert t["c"]["0.05"]["psnr"] is None  # b's sweep starts above 0.05 bpp: no extrapolation
     md = rates_markdown(t, ["psnr"])
     assert "0.1 bpp" in md and "| c | 25.00 |" in md and "n/a" in md
+
+
+def test_paired_rates_compare_two_codecs_over_the_images_both_reach():
+    from latentkit.bench.rd import paired_at_rates, paired_markdown
+
+    def pts(codec, image, points):
+        return [{"codec": codec, "image": image, "bpp": b, "psnr": p} for b, p in points]
+
+    rows = (pts("latent", "a", [(0.05, 20.0), (0.2, 30.0)]) + pts("latent", "b", [(0.05, 22.0), (0.2, 26.0)])
+            + pts("avif", "a", [(0.1, 31.0), (0.4, 35.0)]) + pts("avif", "b", [(0.15, 30.0), (0.4, 36.0)]))
+    t = paired_at_rates(rows, ["psnr"], rates=(0.1, 0.2, 0.05))
+    assert t["avif"]["0.1"] == {"images": 1, "psnr": [pytest.approx(25.0), pytest.approx(31.0)]}  # only a reaches
+    assert t["avif"]["0.2"]["images"] == 2 and t["avif"]["0.2"]["psnr"][0] == pytest.approx(28.0)
+    assert t["avif"]["0.05"] == {"images": 0, "psnr": None}
+    assert "| avif | 1 | 25.00 / 31.00 |" in paired_markdown(t, ["psnr"])

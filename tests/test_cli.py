@@ -217,7 +217,9 @@ def test_cli_constants_agree_with_the_library():
                                                                                 "x.png"],
                                   ["interpolate", "--help"], ["sample", "--help"], ["anomaly", "--help"],
                                   ["latent-stats", "--help"], ["interpolate", "missing.png", "m.png", "-o", "s.png"],
-                                  ["sample", "-o", "g.png", "--size", "20"]])
+                                  ["sample", "-o", "g.png", "--size", "20"], ["encode-dataset", "--help"],
+                                  ["encode-dataset", "missing", "-o", "x"], ["export", "--help"],
+                                  ["bench", "report", "--help"], ["bench", "report", "missing", "-o", "r.html"]])
 def test_help_and_input_errors_import_no_torch(argv, tmp_path):
     code = ("import sys\nfrom latentkit.cli import main\ntry:\n    rc = main(sys.argv[1:])\nexcept SystemExit as e:\n"
             "    rc = e.code\nheavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers'})\n"

@@ -187,6 +187,26 @@ def mean_curves(rows: Sequence[dict[str, Any]], metrics: Sequence[str]) -> dict[
 FIXED_RATES = (0.05, 0.1, 0.2)
 
 
+def _value_at(points: Sequence[dict[str, Any]], metric: str, rate: float) -> float | None:
+    """One image's `metric` at `rate` bpp, linearly interpolated in log(bpp) between its two nearest points of
+    one codec; None when the sweep does not reach the rate (no extrapolation)."""
+    pts = sorted((math.log(r["bpp"]), r[metric]) for r in points)
+    x = math.log(rate)
+    pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= x <= b[0]), None)
+    if pair is None:
+        return None
+    (x0, y0), (x1, y1) = pair
+    return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+
+
+def _by_image(rows: Sequence[dict[str, Any]], codec: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["codec"] == codec:
+            out.setdefault(r["image"], []).append(r)
+    return out
+
+
 def at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str],
              rates: Sequence[float] = FIXED_RATES) -> dict[str, dict[str, dict[str, float | None]]]:
     """Per codec, rate and metric: the mean over images of the metric at that bpp, each image's value linearly
@@ -194,25 +214,59 @@ def at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str],
     rate (no extrapolation). Keys: ``out[codec][f"{rate:g}"][metric]``."""
     out: dict[str, dict[str, dict[str, float | None]]] = {}
     for codec in dict.fromkeys(r["codec"] for r in rows):
-        mine = [r for r in rows if r["codec"] == codec]
-        images = list(dict.fromkeys(r["image"] for r in mine))
+        per_image = _by_image(rows, codec)
         table: dict[str, dict[str, float | None]] = {}
         for rate in rates:
             cell: dict[str, float | None] = {}
             for m in metrics:
-                vals = []
-                for im in images:
-                    pts = sorted((math.log(r["bpp"]), r[m]) for r in mine if r["image"] == im)
-                    x = math.log(rate)
-                    pair = next(((a, b) for a, b in zip(pts, pts[1:]) if a[0] <= x <= b[0]), None)
-                    if pair is None:
-                        break
-                    (x0, y0), (x1, y1) = pair
-                    vals.append(y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0))
-                cell[m] = sum(vals) / len(vals) if len(vals) == len(images) else None
+                vals = [_value_at(pts, m, rate) for pts in per_image.values()]
+                cell[m] = None if any(v is None for v in vals) else sum(vals) / len(vals)
             table[f"{rate:g}"] = cell
         out[codec] = table
     return out
+
+
+def paired_at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str], anchor: str = LATENT,
+                    rates: Sequence[float] = FIXED_RATES) -> dict[str, dict[str, dict[str, Any]]]:
+    """`anchor` against each other codec at each rate, over the images *both* sweeps reach at that rate (so
+    the two means are over the same images): ``out[codec][f"{rate:g}"] = {"images": n, metric: [anchor's
+    mean, codec's mean] or None when no image qualifies}``."""
+    mine = _by_image(rows, anchor)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for codec in dict.fromkeys(r["codec"] for r in rows):
+        if codec == anchor:
+            continue
+        theirs = _by_image(rows, codec)
+        table: dict[str, dict[str, Any]] = {}
+        for rate in rates:
+            both = [im for im in mine if im in theirs and _value_at(mine[im], "bpp", rate) is not None
+                    and _value_at(theirs[im], "bpp", rate) is not None]
+            cell: dict[str, Any] = {"images": len(both)}
+            for m in metrics:
+                cell[m] = [sum(_value_at(t[im], m, rate) for im in both) / len(both) for t in (mine, theirs)] \
+                    if both else None
+            table[f"{rate:g}"] = cell
+        out[codec] = table
+    return out
+
+
+def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequence[str],
+                    anchor: str = LATENT) -> str:
+    """One markdown table per rate of :func:`paired_at_rates`: cells are ``anchor / codec``."""
+    parts = []
+    for rate in next(iter(table.values()), {}):
+        parts.append(f"**{anchor} / other codec at {rate} bpp**, mean over the images both reach (interpolated per "
+                     "image in log bpp; * the default model's training loss)\n")
+        parts.append("| codec | images | " + " | ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics) + " |")
+        parts.append("|---|---:|" + "---:|" * len(metrics))
+        for codec, per_rate in table.items():
+            cell = per_rate[rate]
+            digits = {m: 2 if m in ("psnr", "ssimulacra2") or m.startswith("butteraugli") else 4 for m in metrics}
+            vals = ["n/a" if cell[m] is None else f"{cell[m][0]:.{digits[m]}f} / {cell[m][1]:.{digits[m]}f}"
+                    for m in metrics]
+            parts.append(f"| {codec} | {cell['images']} | " + " | ".join(vals) + " |")
+        parts.append("")
+    return "\n".join(parts)
 
 
 def rates_markdown(table: dict[str, dict[str, dict[str, float | None]]], metrics: Sequence[str]) -> str:
@@ -367,7 +421,8 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         _write_text(out / "bdrate.json", json.dumps(json_bdrates(bdr), indent=1), images),
         _write_text(out / "bdrate.md", bd_markdown(bdr, metrics), images),
         _write_text(out / "at_rates.json", json.dumps(result.at_rates, indent=1), images),
-        _write_text(out / "at_rates.md", rates_markdown(result.at_rates, metrics), images),
+        _write_text(out / "at_rates.md", rates_markdown(result.at_rates, metrics) + "\n" +
+                    (paired_markdown(paired_at_rates(rows, metrics), metrics) if LATENT in curves else ""), images),
     ]
     if plots:
         from .plots import plot_rd

@@ -115,6 +115,11 @@ def run_report(args: argparse.Namespace) -> int:
     if not args.bpp > 0:
         raise LatentkitError(f"--bpp must be a positive rate, got {args.bpp}")
     check_output(args.output)
+    from pathlib import Path
+
+    missing = [f for f in ("points.csv", "curves.json") if not (Path(args.run) / f).is_file()]
+    if missing:  # before torch loads
+        raise LatentkitError(f"{args.run} is not a finished `bench rd` run folder: {missing[0]} is missing")
     from ..bench.report import report_from_run
 
     out = report_from_run(args.run, args.output, data=args.data, model=args.model, limit=args.limit,

@@ -18,7 +18,8 @@ from .anomalies import Anomaly, anomaly, overlay, threshold
 from .interp import interpolate, interpolate_latents, lerp, slerp
 from .pca import PCABasis, fit_pca, load_pca, principal_angle_cosines
 from .prior import sample_prior
-from .stats import LatentStats, latent_stats, posterior
+from ..model import posterior
+from .stats import LatentStats, latent_stats
 
 __all__ = ["Anomaly", "LatentStats", "PCABasis", "anomaly", "check_rgb", "fit_pca", "grid", "interpolate",
            "interpolate_latents", "latent_stats", "lerp", "load_pca", "overlay", "pca", "posterior",

@@ -17,29 +17,12 @@ from typing import Iterable
 import numpy as np
 import torch
 from diffusers import AutoencoderKL
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from tqdm import tqdm
 
 from ..errors import LatentkitError
-from ..model import downsampling_factor, pad_to_multiple
+from ..model import posterior
 from ..train.losses import kl_divergence
 from ._images import centre_crop, read_rgb
-
-
-def posterior(vae: AutoencoderKL, images: torch.Tensor, fast: bool = True) -> DiagonalGaussianDistribution:
-    """The posterior q(z | x) of images in [0, 1] (N x 3 x H x W): ``.mean``, ``.logvar``, ``.std`` are unscaled
-    N x C x ceil(H/8) x ceil(W/8) float32, as :func:`latentkit.model.encode` pads and encodes (its ``mean`` is
-    what ``encode`` returns; big images go through :mod:`latentkit.tiling` likewise)."""
-    from .. import runtime, tiling
-
-    p = next(vae.parameters())
-    x = pad_to_multiple(images.to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
-    with runtime.inference(p.device, fast):
-        x = runtime.prepare_input(x, fast)
-        post = tiling.encode_tiled(vae, x) if tiling.should_tile(vae, *x.shape[-2:]) else vae.encode(x).latent_dist
-        params = torch.cat([post.mean, post.logvar], 1)
-    # cloned outside inference mode, as encode does: ordinary tensors
-    return DiagonalGaussianDistribution(params.float().clone(memory_format=torch.contiguous_format))
 
 
 @dataclass
