@@ -197,3 +197,45 @@ def test_paired_rates_compare_two_codecs_over_the_images_both_reach():
     assert t["avif"]["0.2"]["images"] == 2 and t["avif"]["0.2"]["psnr"][0] == pytest.approx(28.0)
     assert t["avif"]["0.05"] == {"images": 0, "psnr": None}
     assert "| avif | 1 | 25.00 / 31.00 |" in paired_markdown(t, ["psnr"])
+
+
+def test_an_interrupted_sweep_resumes_from_its_journal(tiny_dataset, tmp_path, monkeypatch, restore_threads):
+    """Killed after 3 of 8 points, a rerun computes only the other 5 and ends with the same points.csv as an
+    uninterrupted run; a finished run leaves no journal, and a journal of other settings is not taken."""
+    from latentkit.bench import journal, rd
+
+    calls = []
+    real = rd.classic_roundtrip
+
+    def counting(name):
+        inner = real(name)
+
+        def roundtrip(image, quality):
+            calls.append(quality)
+            if len(calls) == 4 and stop:
+                raise KeyboardInterrupt  # as Ctrl-C / a kill between points
+            return inner(image, quality)
+
+        return roundtrip
+
+    monkeypatch.setattr(rd, "classic_roundtrip", counting)
+    argv = ["bench", "rd", "--data", str(tiny_dataset), "--codecs", "jpeg", "--qualities", "10,30,60,90",
+            "--lpips-nets", "squeeze", "--threads", "1", "--quiet", "--no-plots", "--json"]
+    stop = True
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 130  # "interrupted"
+    lines = (tmp_path / "run" / journal.FILE).read_text().splitlines()
+    assert len(lines) == 1 + 3
+    with open(tmp_path / "run" / journal.FILE, "a") as f:
+        f.write('{"image": "img1.png", "codec": "jp')  # a line the kill cut short
+    stop, calls[:] = False, []
+    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    assert len(calls) == 5 and not (tmp_path / "run" / journal.FILE).exists()
+    calls[:] = []
+    assert main([*argv, "--out", str(tmp_path / "fresh")]) == 0
+    assert len(calls) == 8
+    assert (tmp_path / "run" / "points.csv").read_text() == (tmp_path / "fresh" / "points.csv").read_text()
+    # a journal written under other settings (here: other metrics) is not taken
+    journal.PointJournal(tmp_path / "other", {"key": "else"}).add({"image": "img0.png", "codec": "jpeg", "quality": 10})
+    calls[:] = []
+    assert main([*argv, "--out", str(tmp_path / "other")]) == 0
+    assert len(calls) == 8

@@ -251,6 +251,14 @@ def test_batch_folders_keep_names_report_failures_and_go_on(tmp_path, capsys, mi
     assert "3 of 3 files" in capsys.readouterr().out
     assert main(["decode", str(lat), "-o", str(back), "--model", str(micro_dir), "--recursive"]) == 2  # no clobber
     assert "already exists" in capsys.readouterr().err
+    # resuming an interrupted batch: only the missing output is made, the others are skipped, not failed
+    (back / "sub" / "c.png").unlink()
+    before = (back / "a.png").stat().st_mtime_ns
+    assert main(["decode", str(lat), "-o", str(back), "--model", str(micro_dir), "--recursive",
+                 "--skip-existing"]) == 0
+    summary = capsys.readouterr().out
+    assert "1 of 3 files written" in summary and "2 skipped" in summary
+    assert (back / "sub" / "c.png").exists() and (back / "a.png").stat().st_mtime_ns == before
     assert main(["roundtrip", str(src / "a.png"), str(src / "b.jpg"), "-o", str(tmp_path / "rt"), "--model",
                  str(micro_dir), "--format", "webp"]) == 0
     assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == ["a.webp", "b.webp"]

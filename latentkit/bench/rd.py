@@ -31,6 +31,7 @@ from ..metrics.compare import TRAINED_ON
 from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
+from .journal import PointJournal
 from .sweeps import CODECS, LATENT, LATENT_QUALITIES, PCA, PCA_QUALITIES
 
 ANCHORS = ("jpeg", LATENT)
@@ -101,6 +102,13 @@ def pca_roundtrip() -> Roundtrip:
     return PCARoundtrip()
 
 
+def latent_model_id(roundtrip: Roundtrip) -> str:
+    """The model id (hex) of a latent-codec roundtrip's VAE: what its points depend on."""
+    from ..model import model_id
+
+    return model_id(roundtrip.vae).hex()
+
+
 def make_roundtrips(codecs: Sequence[str], model: Any = None, device: str | None = None) -> dict[str, Roundtrip]:
     """A :data:`Roundtrip` per codec name; the latent codec with `model` (a VAE, a path, or None: the default)."""
     return {c: (latent_roundtrip(model, device) if c == LATENT else pca_roundtrip() if c == PCA
@@ -133,18 +141,27 @@ def lpips_nets(requested: Sequence[str] | None) -> list[str]:
 
 
 def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: dict[str, Sequence[int]],
-          metrics: Sequence[str], progress: bool = True) -> list[dict[str, Any]]:
+          metrics: Sequence[str], progress: bool = True, journal: PointJournal | None = None) -> list[dict[str, Any]]:
     """Encode and decode every image with every codec at each of its qualities; one row per point.
 
     bpp = whole encoded file bytes x 8 / (width x height of the original). `metrics` (names of
     :func:`latentkit.metrics.compare.compare`) are measured on the decoded image rounded to 8-bit RGB.
+    ``journal``: points it holds are taken from it, each new one is recorded in it (:mod:`.journal`).
     """
     from ..metrics.compare import compare
 
-    total = len(images) * sum(len(qualities[c]) for c in roundtrips)
+    plan = [(path, codec, q) for path in images for codec in roundtrips for q in qualities[codec]]
+    done = {k: journal.get(*k) for k in ((p.name, c, q) for p, c, q in plan)} if journal else {}
+    done = {k: v for k, v in done.items() if v is not None}
     rows = []
-    with tqdm(total=total, desc="rd sweep", unit="enc", disable=not progress) as bar:
+    with tqdm(total=len(plan), initial=len(done), desc="rd sweep", unit="enc", disable=not progress) as bar:
+        if done:
+            bar.write(f"resuming: {len(done)} of {len(plan)} points from the interrupted run in {journal.path.parent}")
         for path in images:
+            todo = [(c, q) for c in roundtrips for q in qualities[c] if (path.name, c, q) not in done]
+            if not todo:
+                rows += [done[(path.name, c, q)] for c in roundtrips for q in qualities[c]]
+                continue
             image = lkio.read_image(path)
             ref = to_8bit_levels(image.rgb)
             if "ms_ssim" in metrics and min(image.height, image.width) < MS_SSIM_MIN_SIDE:
@@ -152,6 +169,9 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
                                      f"at least {MS_SSIM_MIN_SIDE} px")
             for codec, roundtrip in roundtrips.items():
                 for q in qualities[codec]:
+                    if (path.name, codec, q) in done:
+                        rows.append(done[(path.name, codec, q)])
+                        continue
                     bar.set_postfix_str(f"{path.name} {codec} q{q}", refresh=False)
                     data, dec = roundtrip(image, q)
                     if dec.shape != ref.shape:
@@ -160,6 +180,8 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
                            "height": image.height, "bytes": len(data), "bpp": bpp(len(data), image.width, image.height)}
                     row.update(compare(ref, dec, metrics)[0])
                     rows.append(row)
+                    if journal is not None:
+                        journal.add(row)
                     bar.update()
     return rows
 
@@ -402,11 +424,16 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     roundtrips = make_roundtrips(codecs, model, device)
     metrics = ["psnr", "ms_ssim", "ssimulacra2", *(["butteraugli_3norm", "butteraugli_max"] if butteraugli else []),
                *(f"lpips_{n}" for n in nets)]
-    rows = sweep(images, roundtrips, qualities, metrics, progress)
+    lacking = [m for m in metrics if reused and m not in reused[0]]
+    if lacking:  # before the sweep, not after it
+        raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
+    journal = PointJournal(out, {"data": str(Path(data).resolve()), "metrics": metrics, "models": {
+        c: (latent_model_id(r) if c == LATENT else c) for c, r in roundtrips.items()}})
+    try:
+        rows = sweep(images, roundtrips, qualities, metrics, progress, journal)
+    finally:
+        journal.close()
     if reused:
-        lacking = [m for m in metrics if m not in reused[0]]
-        if lacking:
-            raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
         rows += [{k: r[k] for k in rows[0]} for r in reused]
     curves = mean_curves(rows, metrics)
     bdr = bd_rates(curves, metrics)
@@ -424,6 +451,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         _write_text(out / "at_rates.md", rates_markdown(result.at_rates, metrics) + "\n" +
                     (paired_markdown(paired_at_rates(rows, metrics), metrics) if LATENT in curves else ""), images),
     ]
+    journal.finish()  # the points are in points.csv now
     if plots:
         from .plots import plot_rd
 

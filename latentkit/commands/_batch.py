@@ -32,7 +32,12 @@ def add_batch_args(p: argparse.ArgumentParser, what: str, image_output: bool = F
     p.add_argument("--recursive", action="store_true", help="take input folders' files from all their subfolders "
                                                             "(the output keeps the relative paths)")
     p.add_argument("--jobs", type=int, default=1, metavar="N", help="files processed at once (default: 1)")
-    p.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    exists = p.add_mutually_exclusive_group()
+    exists.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")
+    exists.add_argument("--skip-existing", action="store_true",
+                        help="with an output folder: leave inputs whose output exists alone (counted as skipped, not "
+                             "failed), so a rerun of an interrupted batch does only what is left; outputs are "
+                             "written atomically, so an existing one is whole")
     if image_output:
         p.add_argument("--format", default="png", metavar="EXT",
                        help="image type written into an output folder (default: %(default)s, which keeps alpha, "
@@ -102,6 +107,11 @@ def run_all(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Work, 
         return 0
     from tqdm import tqdm
 
+    skipped = 0
+    if getattr(args, "skip_existing", False):
+        kept = [(src, dst) for src, dst in pairs if not Path(dst).exists()]
+        skipped, pairs = len(pairs) - len(kept), kept
+
     if args.jobs > 1:
         import torch
 
@@ -124,6 +134,7 @@ def run_all(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Work, 
                 else:
                     bar.write(line)
             bar.update()
-    print(f"{len(pairs) - failed} of {len(pairs)} files written to {args.output}"
+    print(f"{len(pairs) - failed} of {len(pairs) + skipped} files written to {args.output}"
+          + (f", {skipped} skipped (output exists)" if skipped else "")
           + (f", {failed} failed" if failed else ""), file=sys.stderr if args.json else sys.stdout)
     return 2 if failed else 0
