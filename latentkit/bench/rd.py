@@ -272,39 +272,46 @@ def paired_at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str], anch
     return out
 
 
+def _digits(metric: str) -> int:
+    """Decimals a metric is printed with in the markdown tables."""
+    return 2 if metric in ("psnr", "ssimulacra2") or metric.startswith("butteraugli") else 4
+
+
+def _rate_tables(rates: Sequence[str], title: Callable[[str], str], first: Sequence[str], metrics: Sequence[str],
+                 rows: Callable[[str], list[list[str]]]) -> str:
+    """One markdown table per rate: `title(rate)`, columns `first` then the metrics (the training loss marked *),
+    body `rows(rate)`."""
+    parts = []
+    for rate in rates:
+        parts.append(title(rate) + " (interpolated per image in log bpp; * the default model's training loss)\n")
+        parts.append("| " + " | ".join([*first, *(m + ("*" if m in TRAINED_ON else "") for m in metrics)]) + " |")
+        parts.append("|---|" + "---:|" * (len(first) - 1 + len(metrics)))
+        parts += ["| " + " | ".join(r) + " |" for r in rows(rate)]
+        parts.append("")
+    return "\n".join(parts)
+
+
 def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequence[str],
                     anchor: str = LATENT) -> str:
     """One markdown table per rate of :func:`paired_at_rates`: cells are ``anchor / codec``."""
-    parts = []
-    for rate in next(iter(table.values()), {}):
-        parts.append(f"**{anchor} / other codec at {rate} bpp**, mean over the images both reach (interpolated per "
-                     "image in log bpp; * the default model's training loss)\n")
-        parts.append("| codec | images | " + " | ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics) + " |")
-        parts.append("|---|---:|" + "---:|" * len(metrics))
-        for codec, per_rate in table.items():
-            cell = per_rate[rate]
-            digits = {m: 2 if m in ("psnr", "ssimulacra2") or m.startswith("butteraugli") else 4 for m in metrics}
-            vals = ["n/a" if cell[m] is None else f"{cell[m][0]:.{digits[m]}f} / {cell[m][1]:.{digits[m]}f}"
-                    for m in metrics]
-            parts.append(f"| {codec} | {cell['images']} | " + " | ".join(vals) + " |")
-        parts.append("")
-    return "\n".join(parts)
+    def cell(c: dict[str, Any], m: str) -> str:
+        return "n/a" if c[m] is None else f"{c[m][0]:.{_digits(m)}f} / {c[m][1]:.{_digits(m)}f}"
+
+    return _rate_tables(list(next(iter(table.values()), {})),
+                        lambda rate: f"**{anchor} / other codec at {rate} bpp**, mean over the images both reach",
+                        ["codec", "images"], metrics,
+                        lambda rate: [[codec, str(t[rate]["images"]), *(cell(t[rate], m) for m in metrics)]
+                                      for codec, t in table.items()])
 
 
 def rates_markdown(table: dict[str, dict[str, dict[str, float | None]]], metrics: Sequence[str]) -> str:
     """One markdown table per rate: rows are codecs, columns metrics (n/a: a sweep does not reach the rate)."""
-    parts = []
-    for rate in next(iter(table.values()), {}):
-        parts.append(f"Mean over images at **{rate} bpp** (interpolated per image in log bpp; * the default "
-                     "model's training loss)\n")
-        parts.append("| codec | " + " | ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics) + " |")
-        parts.append("|---|" + "---:|" * len(metrics))
-        for codec, per_rate in table.items():
-            digits = {m: 2 if m in ("psnr", "ssimulacra2") else 4 for m in metrics}
-            cells = ["n/a" if per_rate[rate][m] is None else f"{per_rate[rate][m]:.{digits[m]}f}" for m in metrics]
-            parts.append(f"| {codec} | " + " | ".join(cells) + " |")
-        parts.append("")
-    return "\n".join(parts)
+    def cell(v: float | None, m: str) -> str:
+        return "n/a" if v is None else f"{v:.{_digits(m)}f}"
+
+    return _rate_tables(list(next(iter(table.values()), {})), lambda rate: f"Mean over images at **{rate} bpp**",
+                        ["codec"], metrics,
+                        lambda rate: [[codec, *(cell(t[rate][m], m) for m in metrics)] for codec, t in table.items()])
 
 
 def bd_rates(curves: dict[str, dict[str, list[float]]], metrics: Sequence[str]) -> dict[str, dict[str, dict]]:
