@@ -359,6 +359,13 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     return torch.nn.functional.pad(images, (0, pw, 0, ph), mode="replicate")
 
 
+def centre_crop(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """The central `height` x `width` pixels of N x C x H x W images (sides larger than the image keep it whole)."""
+    h, w = images.shape[-2:]
+    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    return images[..., top:top + height, left:left + width]
+
+
 def downsampling_factor(vae: AutoencoderKL) -> int:
     """Spatial downsampling of a VAE: 2 ** (number of blocks - 1), i.e. 8 for the SD layout."""
     return 2 ** (len(vae.config.block_out_channels) - 1)
@@ -378,8 +385,8 @@ ImageInput = Union[torch.Tensor, "PIL.Image.Image", str, os.PathLike, Sequence[A
 def as_batch(images: ImageInput) -> torch.Tensor:
     """Images as an N x 3 x H x W float tensor in [0, 1].
 
-    Takes an N x 3 x H x W or 3 x H x W tensor (returned as it is, batched), a PIL image, an image file path,
-    or a list of PIL images / paths of one size. Files and PIL images go through :func:`latentkit.io.from_pil`:
+    Takes an N x 3 x H x W or 3 x H x W tensor (returned as it is, batched), a :class:`latentkit.io.Image`, a
+    PIL image, an image file path, or a list of PIL images / paths of one size. Files and PIL images go through :func:`latentkit.io.from_pil`:
     EXIF orientation applied, grayscale expanded to RGB, alpha dropped (the codec keeps alpha; the model
     encodes colour only).
     """
@@ -393,6 +400,8 @@ def as_batch(images: ImageInput) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise LatentkitError(f"images must be N x 3 x H x W (or 3 x H x W), got shape {tuple(images.shape)}")
         return images
+    if isinstance(images, lkio.Image):
+        return images.batch()
     items = images if isinstance(images, (list, tuple)) else [images]
     if not items:
         raise LatentkitError("no images given")

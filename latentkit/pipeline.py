@@ -18,7 +18,7 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from .errors import LatentkitError
-from .model import SINGLE_FILE_CONFIG_KEY, downsampling_factor, encode, move, save_vae
+from .model import SINGLE_FILE_CONFIG_KEY, centre_crop, downsampling_factor, encode, move, save_vae
 
 
 # ---------------------------------------------------------------------------------------------- export
@@ -152,14 +152,6 @@ def swap_vae(pipe, vae: AutoencoderKL):
 
 # ---------------------------------------------------------------------------------------------- scale factor
 
-def _center_crop(x: torch.Tensor, size: int | None) -> torch.Tensor:
-    if size is None:
-        return x
-    h, w = x.shape[-2:]
-    top, left = max(0, (h - size) // 2), max(0, (w - size) // 2)
-    return x[..., top:top + size, left:left + size]
-
-
 def _batches(images, limit: int | None, batch_size: int) -> tuple[Iterator[torch.Tensor], int]:
     """Images (tensor, list of tensors or folder) -> (iterator of N x 3 x H x W batches in [0, 1], count)."""
     from .io import list_images, read_image
@@ -199,7 +191,7 @@ def estimate_scale_factor(vae: AutoencoderKL, images, limit: int | None = None, 
     gen = torch.Generator(device=next(vae.parameters()).device).manual_seed(seed)
     n, s1, s2 = 0, 0.0, 0.0
     for x in tqdm(batches, total=total, desc="latent statistics", unit="batch", disable=not progress):
-        z = encode(vae, _center_crop(x, crop), sample=sample, generator=gen).double()
+        z = encode(vae, x if crop is None else centre_crop(x, crop, crop), sample=sample, generator=gen).double()
         n += z.numel()
         s1 += z.sum().item()
         s2 += z.square().sum().item()

@@ -235,6 +235,7 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tiny_dataset, tmp_path, m
     assert len(calls) == 8
     assert (tmp_path / "run" / "points.csv").read_text() == (tmp_path / "fresh" / "points.csv").read_text()
     # a journal written under other settings (here: other metrics) is not taken
+    (tmp_path / "other").mkdir()
     journal.PointJournal(tmp_path / "other", {"key": "else"}).add({"image": "img0.png", "codec": "jpeg", "quality": 10})
     calls[:] = []
     assert main([*argv, "--out", str(tmp_path / "other")]) == 0

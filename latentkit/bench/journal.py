@@ -23,6 +23,7 @@ class PointJournal:
     """Finished points of one sweep, by (image, codec, quality)."""
 
     def __init__(self, out_dir: str | os.PathLike, key: dict[str, Any]):
+        """Open the journal in `out_dir` (an existing folder), taking the points of an earlier run with `key`."""
         self.path = Path(out_dir) / FILE
         self.key = key
         self.done: dict[tuple[str, str, int], dict[str, Any]] = {}
@@ -34,7 +35,6 @@ class PointJournal:
                     if not isinstance(row, dict):
                         break  # the line a kill cut short, and nothing after it
                     self.done[(row["image"], row["codec"], int(row["quality"]))] = row
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
         # start the file again from what is whole (drops a torn last line or another run's points), atomically
         text = "".join(json.dumps(r) + "\n" for r in [{"key": key}, *self.done.values()])
         atomic_write(self.path, lambda tmp: tmp.write_text(text))

@@ -150,18 +150,16 @@ def sweep(images: Sequence[Path], roundtrips: dict[str, Roundtrip], qualities: d
     """
     from ..metrics.compare import compare
 
-    plan = [(path, codec, q) for path in images for codec in roundtrips for q in qualities[codec]]
-    done = {k: journal.get(*k) for k in ((p.name, c, q) for p, c, q in plan)} if journal else {}
-    done = {k: v for k, v in done.items() if v is not None}
+    plan = [(path.name, codec, q) for path in images for codec in roundtrips for q in qualities[codec]]
+    done = {k: row for k in plan if journal is not None and (row := journal.get(*k)) is not None}
     rows = []
     with tqdm(total=len(plan), initial=len(done), desc="rd sweep", unit="enc", disable=not progress) as bar:
         if done:
             bar.write(f"resuming: {len(done)} of {len(plan)} points from the interrupted run in {journal.path.parent}")
         for path in images:
-            todo = [(c, q) for c in roundtrips for q in qualities[c] if (path.name, c, q) not in done]
-            if not todo:
+            if all((path.name, c, q) in done for c in roundtrips for q in qualities[c]):
                 rows += [done[(path.name, c, q)] for c in roundtrips for q in qualities[c]]
-                continue
+                continue  # nothing left to compute: the image is not even read
             image = lkio.read_image(path)
             ref = to_8bit_levels(image.rgb)
             if "ms_ssim" in metrics and min(image.height, image.width) < MS_SSIM_MIN_SIDE:
@@ -272,8 +270,8 @@ def paired_at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str], anch
     return out
 
 
-def _digits(metric: str) -> int:
-    """Decimals a metric is printed with in the markdown tables."""
+def metric_digits(metric: str) -> int:
+    """Decimals a metric is printed with in tables (markdown here, HTML in :mod:`.report`)."""
     return 2 if metric in ("psnr", "ssimulacra2") or metric.startswith("butteraugli") else 4
 
 
@@ -295,7 +293,7 @@ def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequen
                     anchor: str = LATENT) -> str:
     """One markdown table per rate of :func:`paired_at_rates`: cells are ``anchor / codec``."""
     def cell(c: dict[str, Any], m: str) -> str:
-        return "n/a" if c[m] is None else f"{c[m][0]:.{_digits(m)}f} / {c[m][1]:.{_digits(m)}f}"
+        return "n/a" if c[m] is None else f"{c[m][0]:.{metric_digits(m)}f} / {c[m][1]:.{metric_digits(m)}f}"
 
     return _rate_tables(list(next(iter(table.values()), {})),
                         lambda rate: f"**{anchor} / other codec at {rate} bpp**, mean over the images both reach",
@@ -307,7 +305,7 @@ def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequen
 def rates_markdown(table: dict[str, dict[str, dict[str, float | None]]], metrics: Sequence[str]) -> str:
     """One markdown table per rate: rows are codecs, columns metrics (n/a: a sweep does not reach the rate)."""
     def cell(v: float | None, m: str) -> str:
-        return "n/a" if v is None else f"{v:.{_digits(m)}f}"
+        return "n/a" if v is None else f"{v:.{metric_digits(m)}f}"
 
     return _rate_tables(list(next(iter(table.values()), {})), lambda rate: f"Mean over images at **{rate} bpp**",
                         ["codec"], metrics,
@@ -416,9 +414,9 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     ``html``: also write the visual report there (:mod:`latentkit.bench.report`): the first `html_images`
     images (default all) side by side at `html_bpp`."""
     check_codecs(codecs)
-    if html is not None and Path(html).parent.resolve() != Path(out_dir).resolve():
-        lkio.check_output(html)  # fail before the sweep, not after it (--out itself is created below)
-    if html is not None:
+    if html is not None:  # fail before the sweep, not after it
+        if Path(html).parent.resolve() != Path(out_dir).resolve():  # --out itself is created below
+            lkio.check_output(html)
         if not html_bpp > 0:
             raise LatentkitError(f"the report's target rate must be a positive bpp, got {html_bpp}")
     images = lkio.list_images(data, limit=limit)
@@ -434,6 +432,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     lacking = [m for m in metrics if reused and m not in reused[0]]
     if lacking:  # before the sweep, not after it
         raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
+    out.mkdir(parents=True, exist_ok=True)
     journal = PointJournal(out, {"data": str(Path(data).resolve()), "metrics": metrics, "models": {
         c: (latent_model_id(r) if c == LATENT else c) for c, r in roundtrips.items()}})
     try:
@@ -444,10 +443,9 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         rows += [{k: r[k] for k in rows[0]} for r in reused]
     curves = mean_curves(rows, metrics)
     bdr = bd_rates(curves, metrics)
-    out.mkdir(parents=True, exist_ok=True)
     result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
-    meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(), "model": _model_name(model) if LATENT in codecs else None,
-            "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
+    meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(),
+            "model": _model_name(model) if LATENT in codecs else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
             "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
     result.files += [
         _write_csv(out / "points.csv", rows, images),

@@ -23,7 +23,7 @@ from .. import io as lkio
 from ..metrics.compare import TRAINED_ON
 from ..metrics.psnr import to_8bit_levels
 from .plots import metric_label
-from .rd import Roundtrip
+from .rd import Roundtrip, bpp, metric_digits
 
 #: crop side of the viewer's panels, pixels at 1:1
 CROP = 256
@@ -57,34 +57,31 @@ def decode_at_rate(image: lkio.Image, name: str, rows: Sequence[dict[str, Any]],
         rgb = to_8bit_levels(rgb)
         if len(data) != int(row["bytes"]):
             row = {**row, "run_bytes": row["bytes"], "bytes": len(data),
-                   "bpp": len(data) * 8 / (image.width * image.height), **compare(ref, rgb, metrics)[0]}
+                   "bpp": bpp(len(data), image.width, image.height), **compare(ref, rgb, metrics)[0]}
         shown.append({"codec": codec, "row": row, "rgb": rgb})
     return shown
 
 
-def _webp_data_uri(rgb: torch.Tensor) -> str:
-    buf = io.BytesIO()
-    lkio.to_pil(lkio.Image(rgb)).save(buf, format="WEBP", lossless=True, quality=100, method=4)
-    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode()
+def _data_uri(data: bytes, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
-def _thumb_data_uri(rgb: torch.Tensor, width: int = 320) -> str:
+def _webp_data_uri(rgb: torch.Tensor, thumb_width: int | None = None) -> str:
+    """An image as an embedded WebP: lossless at full size, or a lossy preview `thumb_width` px wide."""
     im = lkio.to_pil(lkio.Image(rgb))
-    im = im.resize((width, max(1, round(im.height * width / im.width))), resample=3)  # bicubic
     buf = io.BytesIO()
-    im.save(buf, format="WEBP", quality=85)
-    return "data:image/webp;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _png_data_uri(path: Path) -> str:
-    return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
+    if thumb_width is None:
+        im.save(buf, format="WEBP", lossless=True, quality=100, method=4)
+    else:
+        im = im.resize((thumb_width, max(1, round(im.height * thumb_width / im.width))), resample=3)  # bicubic
+        im.save(buf, format="WEBP", quality=85)
+    return _data_uri(buf.getvalue(), "image/webp")
 
 
 def _fmt(metric: str, value: Any) -> str:
     if value is None or value == "" or (isinstance(value, float) and value != value):
         return "n/a"
-    v = float(value)
-    return f"{v:.2f}" if metric in ("psnr", "ssimulacra2") or metric.startswith("butteraugli") else f"{v:.4f}"
+    return f"{float(value):.{metric_digits(metric)}f}"
 
 
 def _label(metric: str) -> str:
@@ -208,11 +205,12 @@ def write_report(path: str | os.PathLike, images: Sequence[Path], rows: Sequence
         sections.append(
             f'<section class="image" data-width="{image.width}" data-height="{image.height}" data-fx="{fx:.4f}" '
             f'data-fy="{fy:.4f}"><h3>{html.escape(p.name)} <span class="where note"></span></h3>'
-            f'<div class="thumb"><img alt="{html.escape(p.name)} thumbnail" src="{_thumb_data_uri(original)}">'
+            f'<div class="thumb"><img alt="{html.escape(p.name)} thumbnail" src="{_webp_data_uri(original, thumb_width=320)}">'
             f'<div class="box"></div></div><div class="panels">{"".join(cells)}</div></section>')
     meta = dict(meta or {})
     title = "latentkit rate-distortion report"
-    plot_imgs = "".join(f'<img alt="{html.escape(Path(p).stem)}" src="{_png_data_uri(p)}">' for p in plots)
+    plot_imgs = "".join(f'<img alt="{html.escape(Path(p).stem)}" src="{_data_uri(Path(p).read_bytes(), "image/png")}">'
+                        for p in plots)
     trained = ", ".join(_label(m) for m in metrics if m in TRAINED_ON)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{_STYLE}</style></head>

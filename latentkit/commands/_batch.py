@@ -108,7 +108,7 @@ def run_all(args: argparse.Namespace, pairs: list[tuple[str, str]], work: Work, 
     from tqdm import tqdm
 
     skipped = 0
-    if getattr(args, "skip_existing", False):
+    if args.skip_existing:
         kept = [(src, dst) for src, dst in pairs if not Path(dst).exists()]
         skipped, pairs = len(pairs) - len(kept), kept
 

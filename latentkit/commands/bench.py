@@ -49,7 +49,7 @@ def register(subparsers) -> None:
                          "codec side by side at --html-bpp (1:1 crops, click to move; bpp and every metric under "
                          "each)")
     rd.add_argument("--html-images", type=int, default=None, metavar="N",
-                    help="images in the report's viewer (default: all; each adds ~2 MB of lossless images)")
+                    help="images in the report's viewer (default: all; each adds ~3 MB of lossless images)")
     rd.add_argument("--html-bpp", type=float, default=0.1, metavar="BPP",
                     help="the viewer's rate: each codec at its point nearest it at or below (default: %(default)s)")
     rd.add_argument("--json", action="store_true",

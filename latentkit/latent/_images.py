@@ -34,21 +34,15 @@ def read_rgb(path: str | os.PathLike, max_pixels: int | None = DEFAULT_MAX_PIXEL
     return check_rgb(read_image(path, max_pixels), str(path), min_side)
 
 
-def as_batch(x: torch.Tensor | Image) -> torch.Tensor:
-    """An :class:`~latentkit.io.Image`, a 3 x H x W or a 1 x 3 x H x W tensor in [0, 1] -> 1 x 3 x H x W float."""
-    t = x.batch() if isinstance(x, Image) else x
-    if t.dim() == 3:
-        t = t.unsqueeze(0)
-    if t.dim() != 4 or t.shape[:2] != (1, 3):
+def one_image(x: torch.Tensor | Image) -> torch.Tensor:
+    """An :class:`~latentkit.io.Image`, a 3 x H x W or a 1 x 3 x H x W tensor in [0, 1] -> 1 x 3 x H x W float
+    (:func:`latentkit.model.as_batch`, holding exactly one image)."""
+    from ..model import as_batch
+
+    t = as_batch(x)
+    if t.shape[0] != 1:
         raise LatentkitError(f"expected one RGB image (3 x H x W), got a tensor of shape {tuple(t.shape)}")
     return t.float()
-
-
-def centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """The central `height` x `width` pixels of N x C x H x W images (H >= height, W >= width)."""
-    h, w = x.shape[-2:]
-    top, left = (h - height) // 2, (w - width) // 2
-    return x[..., top:top + height, left:left + width]
 
 
 

@@ -19,7 +19,7 @@ from diffusers import AutoencoderKL
 from ..errors import LatentkitError
 from ..io import Image
 from ..model import reconstruct
-from ._images import as_batch
+from ._images import one_image
 
 METRICS = ("l2", "lpips")
 
@@ -44,7 +44,7 @@ def anomaly(vae: AutoencoderKL, image: torch.Tensor | Image, metric: str = "l2")
     """The reconstruction-error map and score of one RGB image in [0, 1] (3 x H x W, 1 x 3 x H x W or an
     :class:`~latentkit.io.Image`); ``metric`` ``l2`` or ``lpips`` (LPIPS-squeeze: at least 17 px a side)."""
     check_metric(metric)
-    x = as_batch(image)
+    x = one_image(image)
     rec = reconstruct(vae, x)
     if metric == "l2":
         emap = (x - rec).pow(2).mean(1)[0]
@@ -69,7 +69,7 @@ def overlay(image: torch.Tensor | Image, emap: torch.Tensor, vmax: float, colorm
     ``emap / vmax`` clipped to [0, 1]) blended on more opaquely where the error is larger. 3 x H x W in [0, 1]."""
     from matplotlib import colormaps
 
-    x = as_batch(image)[0]
+    x = one_image(image)[0]
     m = (emap.float() / max(float(vmax), 1e-12)).clamp(0, 1)
     heat = torch.from_numpy(colormaps[colormap](m.cpu().numpy())[..., :3].astype(np.float32)).permute(2, 0, 1)
     grey = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2]).expand(3, -1, -1)

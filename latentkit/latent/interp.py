@@ -14,7 +14,8 @@ from diffusers import AutoencoderKL
 from ..errors import LatentkitError
 from ..io import Image
 from ..model import decode, downsampling_factor, encode
-from ._images import as_batch, centre_crop
+from ..model import centre_crop
+from ._images import one_image
 
 #: below this angle (radians) between the two latents slerp is taken as lerp (sin(theta) ~ 0)
 _PARALLEL = 1e-4
@@ -75,7 +76,7 @@ def interpolate_latents(za: torch.Tensor, zb: torch.Tensor, steps: int, slerp: b
 
 def common_size(a: torch.Tensor | Image, b: torch.Tensor | Image) -> tuple[torch.Tensor, torch.Tensor]:
     """Two images as 1 x 3 x H x W batches centre-cropped to the smaller height and the smaller width."""
-    xa, xb = as_batch(a), as_batch(b)
+    xa, xb = one_image(a), one_image(b)
     h, w = min(xa.shape[-2], xb.shape[-2]), min(xa.shape[-1], xb.shape[-1])
     return centre_crop(xa, h, w), centre_crop(xb, h, w)
 

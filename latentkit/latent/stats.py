@@ -20,9 +20,9 @@ from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from ..errors import LatentkitError
-from ..model import posterior
+from ..model import centre_crop, posterior
 from ..train.losses import kl_divergence
-from ._images import centre_crop, read_rgb
+from ._images import read_rgb
 
 
 @dataclass
@@ -97,7 +97,7 @@ def latent_stats(vae: AutoencoderKL, images: str | os.PathLike | Iterable[torch.
             break
         x = x if x.dim() == 4 else x[None]
         if crop:
-            x = centre_crop(x, min(crop, x.shape[-2]), min(crop, x.shape[-1]))
+            x = centre_crop(x, crop, crop)
         post = posterior(vae, x)
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         means.add(post.mean)
