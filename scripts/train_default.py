@@ -8,6 +8,13 @@ cosine learning-rate cycle over --steps, sized to fit one working session on 2 C
 step, 200 warm-up steps to lr 3e-4), else from scratch. --minutes sizes the cycle to a wall-clock budget.
 Export the result with `latentkit export weights/default --model runs/default --dtype fp16` (see
 weights/default/MODEL_CARD.md).
+
+    python scripts/train_default.py --phase codec --out runs/codec [--minutes M] [--disc-weight W]
+
+tunes the decoder for the `.latent` codec instead: the encoder frozen (the latent space and scaling_factor stay
+those of weights/default), the decoder fed the posterior mean quantized as the codec quantizes it at qualities
+1-80 (10% of crops unquantized), MSE + 0.2 x LPIPS (+ the PatchGAN with --disc-weight > 0), from the shipped
+weights. The first such run (session 9) is in weights/default/MODEL_CARD.md, "Attempts not shipped".
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ RECIPE = dict(config="tiny", batch_size=8, crop=128, lr=5e-4, warmup=300, percep
 # 0.04 dB of the PSNR target while its LPIPS stayed flat at weight 0.1; at 0.2 the v0.6 cycles improved both.
 CONTINUE = dict(warmup=100, perceptual_start=0, schedule="cosine", min_lr_ratio=0.05, crop=256, batch_size=2,
                 lr=2e-4, rec_loss="l2", perceptual_weight=0.2)
+# The codec decoder (issue 16 item 4): decoder only, on latents quantized as the codec quantizes them; a gentler
+# peak lr than a full cycle (the decoder starts close to what it should be).
+CODEC = dict(decoder_only=True, sample_posterior=False, codec_qualities="1-80", codec_clean=0.1, warmup=100,
+             perceptual_start=0, schedule="cosine", min_lr_ratio=0.05, crop=256, batch_size=2, lr=1e-4,
+             rec_loss="l2", perceptual_weight=0.2)
 # On a CUDA GPU (v0.6: an H100 lent for a few minutes): 16x the crops per step, so less gradient noise and a
 # higher peak lr, with a longer warm-up as AdamW's moments start from zero.
 CONTINUE_GPU = dict(batch_size=32, lr=3e-4, warmup=200, ckpt_every=500)
@@ -55,17 +67,25 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=0.0,
                     help="fit the run into this many minutes of training: its speed, measured over its first "
                          "steps, sets the number of steps (at most --steps)")
+    ap.add_argument("--phase", choices=("continue", "codec"), default="continue",
+                    help="continue: a cycle of the whole model; codec: tune the decoder for the .latent codec")
+    ap.add_argument("--disc-weight", type=float, default=0.0,
+                    help="> 0: the PatchGAN on from the first step, at this factor on its adaptive weight")
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     out = Path(args.out)
     resume = (out / checkpoint.CKPT_DIR / checkpoint.LATEST).is_file()
     targs = TrainArgs(data=args.data, val=args.val or None, out=str(out), steps=args.steps,
-                      time_budget=args.minutes, **RECIPE)
+                      time_budget=args.minutes, **(RECIPE | {"threads": args.threads}))
     # channels_last pays off with bf16 autocast (~15%); in plain fp32 on AVX2 it is ~10% slower
     targs.channels_last = bf16_supported()
     if not resume and (DEFAULT_MODEL_DIR / "config.json").is_file():
         targs.init = str(DEFAULT_MODEL_DIR)
-        for k, v in (CONTINUE | (CONTINUE_GPU if torch.cuda.is_available() else {})).items():
+        phase = CODEC if args.phase == "codec" else CONTINUE
+        for k, v in (phase | (CONTINUE_GPU if torch.cuda.is_available() else {})).items():
             setattr(targs, k, v)
+        if args.disc_weight > 0:
+            targs.disc_start, targs.disc_weight = 0, args.disc_weight
     train(targs, resume=resume)
 
 

@@ -31,6 +31,10 @@ class TrainArgs:
     init: str | None = knob(None, "start from these weights (anything load_vae accepts): fine-tuning")
     decoder_only: bool = knob(False,
         "freeze the encoder and quant_conv so the latent space stays as it is (as SD's ft-MSE VAE)")
+    codec_qualities: str = knob("",
+        "with --decoder-only: decode latents quantized as the .latent codec does, at a quality drawn per crop from "
+        "this inclusive range, e.g. 1-80 (a decoder tuned for the codec; '': off)")
+    codec_clean: float = knob(0.1, "with --codec-qualities: the fraction of crops decoded unquantized")
     steps: int = knob(10000, "total optimizer steps of the run (a resumed run continues up to this)")
     time_budget: float = knob(0.0,
         f"minutes of training to fit the run into: the speed measured over steps "

@@ -1,0 +1,76 @@
+"""Latents quantized as the `.latent` codec quantizes them, for tuning a decoder to what the codec feeds it.
+
+The codec (:mod:`latentkit.codec.quant`, :mod:`latentkit.codec.allocate`) rounds each channel ``c`` of the
+posterior-mean latent to a step ``2 ** (e_c / 8)``, with ``e_c`` the high-rate rule ``8 * log2(k / sqrt(g_c))``
+(``k`` from the quality, ``g_c`` the decoder's gain for the channel) moved by the RD search. Training draws, per
+crop, a quality uniformly from a range (or, with probability ``clean``, no quantization, so the decoder keeps its
+high-rate quality), takes the rule's exponents for fixed model gains and adds an integer offset per channel
+(normal, std ``JITTER``, clipped to the search window): on training photos the search's offsets from the rule
+with model-mean gains are mostly within +-5 units and at most +-17 at the lowest qualities, and per-image gains
+vary by up to 2.6 octaves, so the jitter covers the steps real files carry. Rounding is the codec's:
+``round(z / step) * step`` in float32. No gradient flows through it (the encoder is frozen).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..codec import allocate, quant
+
+#: std of the per-channel exponent offset, in 1/8 octaves
+JITTER = 5.0
+
+
+def parse_qualities(text: str) -> tuple[int, int]:
+    """``"1-80"`` -> (1, 80): an inclusive range of codec qualities (1..100)."""
+    try:
+        lo, hi = (int(t) for t in text.split("-"))
+    except ValueError:
+        raise ValueError(f"codec qualities must look like 1-80, got {text!r}") from None
+    quant.check_quality(lo)
+    quant.check_quality(hi)
+    if lo > hi:
+        raise ValueError(f"codec qualities {text!r}: the first must not exceed the second")
+    return lo, hi
+
+
+def model_gains(vae, images: list[torch.Tensor]) -> np.ndarray:
+    """Geometric mean over `images` (each 3 x H x W in [0, 1]) of the decoder gains the codec measures."""
+    from .. import model as lkmodel
+
+    logs = []
+    with torch.no_grad():
+        for im in images:
+            z = lkmodel.encode(vae, im[None], fast=False, tile=False)[0].float().cpu().numpy()
+            logs.append(np.log(allocate.decoder_gains(vae, z)))
+    return np.exp(np.mean(logs, axis=0))
+
+
+class CodecQuantizer:
+    """``q(z)``: a batch of unscaled latents N x C x h x w, each sample quantized at its own random quality."""
+
+    def __init__(self, gains: np.ndarray, qualities: tuple[int, int], clean: float = 0.1):
+        self.gains, self.qualities, self.clean = np.asarray(gains, dtype=np.float64), qualities, clean
+
+    def steps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """N x C float32 steps (``inf`` rows: that sample stays unquantized)."""
+        lo, hi = self.qualities
+        q = torch.randint(lo, hi + 1, (n,), generator=generator)
+        clean = torch.rand(n, generator=generator) < self.clean
+        jitter = (torch.randn(n, len(self.gains), generator=generator) * JITTER).round()
+        jitter = jitter.clamp(-allocate.SEARCH, allocate.SEARCH).long().numpy()
+        rows = []
+        for i in range(n):
+            if clean[i]:
+                rows.append(np.full(len(self.gains), np.inf, dtype=np.float32))
+                continue
+            e = np.clip(quant.step_exponents(self.gains, int(q[i])) + jitter[i], quant.EXP_MIN, quant.EXP_MAX)
+            rows.append(quant.step_sizes(e))
+        return torch.from_numpy(np.stack(rows))
+
+    def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        steps = self.steps(z.shape[0], generator).to(z.device)[:, :, None, None]
+        zf = z.detach().float()
+        q = torch.where(torch.isinf(steps), zf, torch.round(zf / steps) * steps)
+        return q.to(z.dtype)
