@@ -19,8 +19,16 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (``latentkit encode: error: ...; see --help``), not the whole
+    usage block: the same one-line form as every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="latentkit",
         description="Stable-Diffusion-style KL autoencoders: compress images to .latent files, measure "
                     "quality (PSNR, SSIM, LPIPS), train VAEs and swap them into diffusers pipelines.",

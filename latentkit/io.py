@@ -224,14 +224,17 @@ def current_umask() -> int:
 
 
 def check_output(path: str | os.PathLike, inputs: tuple = ()) -> Path:
-    """Raise :class:`LatentkitError` unless `path` can be written: its folder exists and it is none of
-    `inputs`. Commands call it before long work; :func:`atomic_write` calls it again."""
+    """Raise :class:`LatentkitError` unless `path` can be written: its folder exists and is writable, and it is
+    none of `inputs`. Commands call it before long work; :func:`atomic_write` calls it again."""
     out = Path(path)
     for i in inputs:
         if Path(i).exists() and out.exists() and os.path.samefile(i, out):
             raise LatentkitError(f"refusing to overwrite the input file {out}; choose another output path")
     if not out.parent.is_dir():
-        raise LatentkitError(f"output folder {out.parent} does not exist")
+        raise LatentkitError(f"output folder {out.parent} is a file, not a folder" if out.parent.exists() else
+                             f"output folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise LatentkitError(f"output folder {out.parent} is not writable")
     return out
 
 
@@ -242,12 +245,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], inputs:
     Refuses (:class:`LatentkitError`) to overwrite any of `inputs` or to write into a missing folder.
     """
     out = check_output(path, inputs)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)
+    try:  # e.g. a read-only file system, or a folder that even root may not write (os.access said yes)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp" + out.suffix, dir=out.parent)
+    except OSError as e:
+        raise LatentkitError(f"cannot write into output folder {out.parent}: {e.strerror or e}") from None
     os.close(fd)
     try:
         os.chmod(tmp, 0o666 & ~current_umask())
         write(Path(tmp))
-        os.replace(tmp, out)
+        try:
+            os.replace(tmp, out)
+        except OSError as e:  # e.g. OUT is a folder
+            raise LatentkitError(f"cannot write {out}: {e.strerror or e}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -278,3 +278,78 @@ def test_checkpoint_trainer_state_loads_without_pickle(micro_config, image_dir, 
     with pytest.raises(LatentkitError, match="pickled objects") as e:
         checkpoint.load(ck)
     assert "\n" not in str(e.value) and not marker.exists()
+
+
+# -- a decoder tuned for the codec ------------------------------------------------------------------------------
+def test_codec_quantizer_rounds_as_the_codec_does():
+    from latentkit.codec import quant
+    from latentkit.train.codec_noise import CodecQuantizer
+
+    gains = np.array([1e-3, 2e-3, 4e-3, 3e-3])
+    qz = CodecQuantizer(gains, (20, 20), clean=0.0)
+    z = torch.randn(3, 4, 5, 6) * 0.5
+    g = torch.Generator().manual_seed(1)
+    steps = qz.steps(3, torch.Generator().manual_seed(1))
+    out = qz(z, g)
+    for i in range(3):  # each sample: the codec's own quantize/dequantize at the exponents of its steps
+        e = np.round(8 * np.log2(steps[i].numpy().astype(np.float64))).astype(np.int64)
+        assert np.array_equal(quant.step_sizes(e), steps[i].numpy())
+        want = quant.dequantize(quant.quantize(z[i].numpy(), e), e)
+        assert np.array_equal(out[i].numpy(), want)
+    # the jitter moves steps around the high-rate rule, within the RD search's window
+    base = quant.step_exponents(gains, 20)
+    e_all = np.round(8 * np.log2(qz.steps(200, torch.Generator().manual_seed(2)).numpy().astype(np.float64)))
+    assert np.abs(e_all - base).max() <= 24 and (e_all != base).mean() > 0.5
+    clean = CodecQuantizer(gains, (1, 80), clean=1.0)
+    assert torch.equal(clean(z), z)
+
+
+def test_codec_qualities_need_a_frozen_encoder(micro_config, image_dir, tmp_path):
+    from latentkit.errors import LatentkitError
+
+    with pytest.raises(LatentkitError, match="decoder-only"):
+        Trainer(_args(micro_config, image_dir, tmp_path / "a", codec_qualities="1-80"))
+    with pytest.raises(LatentkitError, match="codec-qualities"):
+        Trainer(_args(micro_config, image_dir, tmp_path / "b", codec_qualities="80", decoder_only=True,
+                      sample_posterior=False))
+
+
+def test_codec_tuning_feeds_the_decoder_quantized_latents_and_resumes_with_the_same_gains(
+        micro_config, image_dir, tmp_path):
+    kw = dict(decoder_only=True, sample_posterior=False, codec_qualities="1-40", codec_clean=0.0, ckpt_every=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(_args(micro_config, image_dir, tmp_path / "run", steps=2, **kw))
+        gains = trainer.args.extra["codec_gains"]
+        assert len(gains) == 4 and all(g > 0 for g in gains)
+        x = trainer.data.batch(2) * 2 - 1
+        seen = []
+        first = trainer.vae.post_quant_conv or trainer.vae.decoder  # what decode() feeds the latent into
+        hook = first.register_forward_pre_hook(lambda m, a: seen.append(a[0].detach().clone()))
+        trainer.train_step((x + 1) / 2)
+        hook.remove()
+        mean = trainer.vae.encode(x).latent_dist.mean
+        assert not torch.allclose(seen[0], mean, atol=1e-4)  # rounded, not the posterior mean itself
+        for c in range(4):  # per sample and channel, the values lie on a lattice of one step
+            u = seen[0][0, c].flatten().unique()
+            if len(u) > 1:
+                step = u.diff().min()
+                assert torch.allclose(u / step, (u / step).round(), atol=1e-3)
+        trainer.fit()
+        resumed = Trainer(TrainArgs(out=str(tmp_path / "run"), steps=3), resume=True)
+    assert resumed.args.extra["codec_gains"] == gains
+
+
+def test_sigkill_during_a_checkpoint_write_resumes_to_the_same_weights():
+    """scripts/soak_train_kill.py with one real SIGKILL while a checkpoint is being written: the run resumes
+    from the last complete checkpoint and ends bit-exact with an unkilled run (the README's figure runs 20)."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "soak_train_kill.py"
+    p = subprocess.run([sys.executable, str(script), "--kills", "1", "--steps", "12", "--phases", "checkpoint",
+                        "--json"], capture_output=True, text=True, timeout=600)
+    result = json.loads(p.stdout.strip().splitlines()[-1])
+    assert result["by_phase"] == {"checkpoint": 1}, result
+    assert result["bit_exact_weights"] and result["same_losses"] and not result["stale_temp_folders"], result
+    assert p.returncode == 0

@@ -33,6 +33,8 @@ def save(run_dir: Path, step: int, config: dict, model_sd: dict, ema_sd: dict, d
     ckdir = run_dir / CKPT_DIR
     ckdir.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:07d}"
+    for stale in ckdir.glob(".step_*"):  # temporary folders of writes a kill cut short (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=ckdir))
     cpu = lambda sd: {k: v.detach().to("cpu").contiguous() for k, v in sd.items()}  # noqa: E731
     # the architecture only: diffusers' private keys (``_name_or_path`` of an --init model is a Path) stay out

@@ -74,11 +74,13 @@ def _set_rng_state(s: dict) -> None:
 
 
 def _truncate_log(path: Path, step: int) -> None:
-    """Drop the log rows after `step` (written after the checkpoint a run resumes from), atomically."""
+    """Drop the log rows after `step` (written after the checkpoint a run resumes from) and a last row cut short,
+    atomically."""
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = lines[:1] + [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= step]
+    # a row a kill cut short has no newline (and may have lost digits of its step): dropped
+    kept = lines[:1] + [ln for ln in lines[1:] if ln.endswith("\n") and int(ln.split(",", 1)[0]) <= step]
     if len(kept) < len(lines):
         atomic_write(path, lambda tmp: tmp.write_text("".join(kept)))
 
@@ -87,13 +89,15 @@ class _AutoencoderPass(nn.Module):
     """Encode, take z = mean (``noise=None``) or mean + std * noise, decode; returns (mean, logvar, decoded),
     all in the model's [-1, 1] image space. One forward, so DistributedDataParallel can sync its gradients."""
 
-    def __init__(self, vae: nn.Module):
+    def __init__(self, vae: nn.Module, quantizer=None):
         super().__init__()
-        self.vae = vae
+        self.vae, self.quantizer = vae, quantizer
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None):
         enc = self.vae.encode(x).latent_dist
         z = enc.mean if noise is None else enc.mean + enc.std * noise
+        if self.quantizer is not None:  # a decoder tuned for the codec: latents as the codec rounds them
+            z = self.quantizer(z)
         return enc.mean, enc.logvar, self.vae.decode(z).sample
 
 
@@ -111,8 +115,8 @@ class Trainer:
             self._restore_args(state["trainer"]["args"])
         self._setup_runtime()
         self._build_model(state)
-        self._build_optimisers()
         self.data = RandomCrops(args.data, args.crop, seed=args.seed + self.accel.process_index)
+        self._build_optimisers()
         self.step, self.wall, self.images_seen, self.best_score = 0, 0.0, 0, -float("inf")
         if state is not None:
             self._restore_state(state)
@@ -178,12 +182,35 @@ class Trainer:
         self.opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=a.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=a.disc_lr, betas=(0.5, 0.9))
         # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
-        self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(_AutoencoderPass(self.vae), self.disc,
-                                                                      self.opt, self.opt_d)
+        self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(
+            _AutoencoderPass(self.vae, self._codec_quantizer()), self.disc, self.opt, self.opt_d)
         self.vae = self.accel.unwrap_model(self.ae).vae
         self.ema = EMA(self.vae, a.ema_decay)
         if self.lpips is not None:
             self.lpips.to(self.accel.device)
+
+    def _codec_quantizer(self):
+        """With --codec-qualities, the codec's quantization of the latents (None otherwise). The model gains it
+        uses are measured once, with the starting weights on up to 16 training images, and kept in the run's
+        args (``extra["codec_gains"]``), so a resumed run quantizes exactly as before."""
+        a = self.args
+        if not a.codec_qualities:
+            return None
+        from .codec_noise import CodecQuantizer, model_gains, parse_qualities
+
+        try:
+            qualities = parse_qualities(a.codec_qualities)
+        except (ValueError, LatentkitError) as e:
+            raise LatentkitError(f"--codec-qualities: {e}") from None
+        if not a.decoder_only or a.sample_posterior:
+            raise LatentkitError("--codec-qualities needs --decoder-only and --no-sample-posterior (the codec "
+                                 "quantizes the posterior mean of a fixed encoder)")
+        if "codec_gains" not in a.extra:
+            step = max(1, len(self.data) // 16)
+            images = [im.float().div(255) for im in self.data.images[::step][:16]]
+            a.extra["codec_gains"] = model_gains(self.vae.eval(), images).tolist()
+            self.vae.train()
+        return CodecQuantizer(np.array(a.extra["codec_gains"]), qualities, a.codec_clean)
 
     def _restore_state(self, state: dict) -> None:
         """Optimisers, EMA, discriminator, counters, data generator and RNGs of the checkpoint; the log is cut
@@ -363,7 +390,10 @@ class Trainer:
 
     def _checkpoint(self, data_state: dict, validate: bool) -> None:
         """Validate (if due), write a checkpoint, and mark it best when its validation score is the best."""
-        v = self.validate() if validate else None
+        v = None
+        if validate:  # leaves the RNGs alone: the first validation of a process builds LPIPS (a random init)
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+                v = self.validate()
         if v:
             self._log_row(v)
             self.bar.write(f"step {self.step}: val PSNR {v['val_psnr']:.2f} dB, LPIPS {v['val_lpips']:.4f}")
