@@ -426,7 +426,8 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
 
     Sizes that are not multiples of 8 are padded by edge replication. ``fast``: the fast CPU path of
     :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine and thread count). ``tile``: encode in
-    tiles (:mod:`latentkit.tiling`); None tiles automatically above a size threshold.
+    tiles (:mod:`latentkit.tiling`); None tiles automatically when an untiled pass would pass the memory
+    budget (:func:`latentkit.tiling.should_tile`).
     """
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
@@ -435,7 +436,7 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
     p = next(vae.parameters())
     x = pad_to_multiple(as_batch(images).to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
     if tile is None:
-        tile = tiling.should_tile(vae, *x.shape[-2:])
+        tile = tiling.should_tile(vae, *x.shape[-2:], op="encode")
     with runtime.inference(p.device, fast):
         x = runtime.prepare_input(x, fast)
         post = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
@@ -481,7 +482,7 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile
     z = latents.to(p.device, p.dtype)
     if tile is None:
         f = downsampling_factor(vae)
-        tile = tiling.should_tile(vae, f * z.shape[-2], f * z.shape[-1])
+        tile = tiling.should_tile(vae, f * z.shape[-2], f * z.shape[-1], op="decode")
     with runtime.inference(p.device, fast):
         z = runtime.prepare_input(z, fast)
         x = tiling.decode_tiled(vae, z) if tile else vae.decode(z).sample

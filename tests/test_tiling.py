@@ -65,10 +65,23 @@ def test_large_inputs_tile_automatically(micro_vae, monkeypatch):
     z = torch.randn(1, 4, 4, 4)
     model.decode(micro_vae, z)
     assert not calls
-    monkeypatch.setattr(tiling, "AUTO_TILE_ELEMENTS", 32 * 32 * micro_vae.config.block_out_channels[0] - 1)
+    monkeypatch.setattr(tiling, "MEMORY_BUDGET", tiling.untiled_bytes(micro_vae, 32, 32) - 1)
     assert tiling.should_tile(micro_vae, 32, 32) and not tiling.should_tile(micro_vae, 16, 32)
+    monkeypatch.setattr(tiling, "available_memory", lambda: 2 * tiling.untiled_bytes(micro_vae, 16, 16))
+    assert tiling.should_tile(micro_vae, 16, 32) and not tiling.should_tile(micro_vae, 16, 16)  # half of what is free
     out = model.decode(micro_vae, z)
     assert calls and out.shape == (1, 3, 32, 32)
+
+
+def test_the_default_model_decodes_2048_untiled_and_tiles_4096():
+    """The memory estimate behind the automatic threshold (tiling.BYTES_PER_ELEMENT, measured) puts the default
+    model's 2048x2048 decode (1.7 GB) under the 2 GiB budget and 4096x4096 (7 GB) over it."""
+    from types import SimpleNamespace
+
+    vae = SimpleNamespace(config=SimpleNamespace(block_out_channels=(32, 64, 128, 128)))
+    assert tiling.untiled_bytes(vae, 2048, 2048) < tiling.MEMORY_BUDGET < tiling.untiled_bytes(vae, 4096, 4096)
+    sd = SimpleNamespace(config=SimpleNamespace(block_out_channels=(128, 256, 512, 512)))
+    assert tiling.untiled_bytes(sd, 1024, 1024) < tiling.MEMORY_BUDGET < tiling.untiled_bytes(sd, 2048, 2048)
 
 
 def test_tiled_is_deterministic_and_keeps_contracts(micro_vae, smooth_image):
