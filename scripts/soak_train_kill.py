@@ -35,6 +35,11 @@ TRAIN = ["--batch-size", "2", "--crop", "32", "--lr", "1e-3", "--warmup", "0", "
 VAL_EVERY = 6
 
 
+def child_env() -> dict:
+    """The environment of every training process: one OpenMP thread (bit-exact on CPU), no warnings."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
 def make_data(root: Path) -> tuple[Path, Path, Path]:
     """(train folder, val folder, micro config file) under `root`."""
     from PIL import Image
@@ -90,8 +95,7 @@ def _in_phase(run: Path, phase: str) -> bool:
 def run_and_kill(cmd: list[str], run: Path, phase: str, rng: random.Random, start_step: int,
                  timeout: float = 120.0) -> str:
     """Start `cmd`, kill it with SIGKILL in `phase`; returns the phase hit ('finished' if it ended first)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env())
     t0, hit = time.time(), None
     delay = rng.uniform(0.0, 1.5)
     t_training = None
@@ -151,7 +155,7 @@ def main() -> int:
         data = make_data(root)
         whole, killed = root / "whole", root / "killed"
         subprocess.run(command(whole, data, args.steps, resume=False), check=True, stdout=subprocess.DEVNULL,
-                       stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
+                       stderr=subprocess.DEVNULL, env=child_env())
         hits: list[dict] = []
         while len(hits) < args.kills:
             resume = (killed / "checkpoints" / "latest").is_file()
@@ -168,7 +172,7 @@ def main() -> int:
             hits.append({"phase": hit, "resumed_from": start, "latest_after_kill": latest})
         last = command(killed, data, args.steps, (killed / "checkpoints" / "latest").is_file())
         subprocess.run(last, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,  # to the end
-                       env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore"))
+                       env=child_env())
         a, b = final_state(whole), final_state(killed)
         same_weights = all(a[f].keys() == b[f].keys() and all(torch.equal(a[f][k], b[f][k]) for k in a[f]) for f in a)
         la, lb = losses(whole), losses(killed)
