@@ -44,6 +44,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 DEFAULT_MODEL_DIR = REPO_WEIGHTS / "default"
+#: The shipped models by name. ``default``: the autoencoder (diffusers pipelines, roundtrip, latents); ``codec``:
+#: the same encoder with a decoder fine-tuned on the codec's quantized latents, what `.latent` files use by default.
+SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_MODEL_DIR, "codec": REPO_WEIGHTS / "codec"}
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 #: A training checkpoint folder holds these (written by :mod:`latentkit.train.checkpoint`).
 
@@ -94,18 +97,20 @@ def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.
     both take a ``torch.dtype`` or a name (``"fp16"``, ``"bfloat16"``, ...).
 
     Accepts, in this order of checks:
-      - ``None`` or ``"default"``: the shipped default weights in ``weights/default``;
+      - ``None`` or ``"default"``: the shipped default weights in ``weights/default``; ``"codec"``: the shipped
+        codec-tuned decoder in ``weights/codec`` (same encoder), the `.latent` codec's default;
       - a diffusers model folder (``config.json`` + weights), or a pipeline folder with a ``vae/`` subfolder;
       - a latentkit training run folder or one of its checkpoint folders (the EMA weights are loaded);
       - a single file ``.safetensors`` with diffusers or SD/LDM keys (with or without ``first_stage_model.``);
       - a ``.ckpt``/``.pt``/``.pth`` pickle, only with ``allow_pickle=True`` (pickles can run code).
     """
-    if path_or_name is None or str(path_or_name) == "default":
-        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+    name = "default" if path_or_name is None else str(path_or_name)
+    if name in SHIPPED_MODELS:
+        path = SHIPPED_MODELS[name]
+        if not (path / "config.json").is_file():
             raise LatentkitError(
-                f"default weights not found in {DEFAULT_MODEL_DIR}; pass --model, or make a model with "
-                "`latentkit init-model --config tiny DIR`")
-        path = DEFAULT_MODEL_DIR
+                f"shipped '{name}' weights not found in {path} (a clone or wheel has them); pass --model, or make "
+                "a model with `latentkit init-model --config tiny DIR`")
     else:
         path = Path(path_or_name).expanduser()
     if not path.exists():
@@ -343,6 +348,23 @@ def model_id(vae: AutoencoderKL) -> bytes:
         cached = bytes.fromhex(weights_sha256(vae))[:8]
         vae._latentkit_model_id = cached
     return cached
+
+
+_SHIPPED_LOADED: dict[str, AutoencoderKL] = {}
+
+
+def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
+    """The shipped model (:data:`SHIPPED_MODELS`) whose weights have this 8-byte :func:`model_id`, or None.
+
+    Each is loaded once per process and shared between callers: do not change its weights."""
+    for name, path in SHIPPED_MODELS.items():
+        if name not in _SHIPPED_LOADED:
+            if not (path / "config.json").is_file():
+                continue
+            _SHIPPED_LOADED[name] = load_vae(name)
+        if model_id(_SHIPPED_LOADED[name]) == model_id_:
+            return _SHIPPED_LOADED[name]
+    return None
 
 
 def num_parameters(vae: torch.nn.Module) -> int:

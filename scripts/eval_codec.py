@@ -31,7 +31,7 @@ QUALITIES = list(LATENT_QUALITIES)  # the same sweep as `latentkit bench rd`
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default=None)
+    ap.add_argument("--model", default="codec", help="default: the shipped codec model")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared/data/kodak"))
     ap.add_argument("--limit", type=int, default=None, help="use the first N images")
     ap.add_argument("--sizes-only", action="store_true", help="decode only at qualities 50 and 100")
@@ -65,7 +65,7 @@ def main() -> None:
                 rows[q].append((len(data) * 8 / n, np.nan, np.nan))
                 continue
             t2 = time.perf_counter()
-            _, zq = api.decode_latent(data, vae)
+            _, zq, _ = api.decode_latent(data, vae)
             t_dec_entropy = time.perf_counter() - t2
             t3 = time.perf_counter()
             y = crop(decode(vae, zq))

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = [m for m in args.label_metrics.split(",") if m]
     model = meta.get("model")
     image = lkio.read_image(images[0])
-    shown = decode_at_rate(image, args.image, rows, make_roundtrips(codecs, None if model == "default" else model),
+    shown = decode_at_rate(image, args.image, rows, make_roundtrips(codecs, model),
                            args.bpp, labels)
     short = {"psnr": "dB", "ssimulacra2": "SSIMU2", "ms_ssim": "MS-SSIM", "butteraugli_3norm": "BA3"}
     panels = [("original", to_8bit_levels(image.rgb))]

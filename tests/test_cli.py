@@ -93,7 +93,7 @@ def test_errors(tmp_path, capsys, micro_dir, small_png, monkeypatch, case):
                        "refusing to overwrite")
         assert small_png.read_bytes() == before
     else:
-        monkeypatch.setattr(M, "DEFAULT_MODEL_DIR", tmp_path / "none")
+        monkeypatch.setitem(M.SHIPPED_MODELS, "default", tmp_path / "none")
         one_line_error(capsys, ["roundtrip", str(small_png), "-o", out], "init-model")
 
 
@@ -166,6 +166,22 @@ def test_encode_input_and_output_mistakes(tmp_path, capsys, micro_dir, small_png
                                 "--model", str(micro_dir)], "positive number")
     one_line_error(capsys, ["decode", str(tmp_path / "empty"), "-o", str(tmp_path / "y"), "--model", str(micro_dir)],
                    "no .latent files")
+
+
+def test_decode_force_model(tmp_path, capsys, micro_dir, micro_vae, small_png):
+    """A file decodes with another model only under --force-model, and --force-model needs --model."""
+    from latentkit.model import make_vae, save_vae
+
+    other = save_vae(make_vae(dict(micro_vae.config), seed=1), tmp_path / "other")
+    data = tmp_path / "a.latent"
+    assert main(["encode", str(small_png), "-o", str(data), "--model", str(micro_dir), "--no-psnr"]) == 0
+    capsys.readouterr()
+    back = tmp_path / "back.png"
+    one_line_error(capsys, ["decode", str(data), "-o", str(back), "--force-model"], "--force-model needs --model")
+    one_line_error(capsys, ["decode", str(data), "-o", str(back), "--model", str(other)], "--force-model")
+    assert not back.exists()
+    assert main(["decode", str(data), "-o", str(back), "--model", str(other), "--force-model"]) == 0
+    assert back.is_file()
 
 
 def test_max_pixels_zero_means_no_limit_everywhere(tmp_path, capsys, micro_dir, small_png):

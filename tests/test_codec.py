@@ -38,7 +38,7 @@ def test_round_trip_latent_exact(micro_vae, rand_image, kodak_crop, quality):
         assert enc.pack(quality) == data
         exps = allocate.choose_exponents(enc.latent, enc.gains, quality)
         expected = quant.dequantize(quant.quantize(enc.latent, exps), exps)
-        _, decoded = decode_latent(data, micro_vae)
+        _, decoded, _ = decode_latent(data, micro_vae)
         assert torch.equal(decoded[0], torch.from_numpy(expected))
         out = decompress(data, micro_vae)
         assert out.rgb.shape == image.rgb.shape and 0 <= out.rgb.min() and out.rgb.max() <= 1
@@ -185,3 +185,35 @@ def test_cli_encode_decode(micro_vae, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "names an image" in err and "not a .latent file" in err and "Traceback" not in err
     assert src.read_bytes() == before
+
+
+def test_force_model_decodes_with_another_decoder(micro_vae, rand_image):
+    """--force-model: the latent of a file decoded by a model that does not carry its id (what a user does to see
+    the plain decoder's picture of a file made for the codec decoder)."""
+    from latentkit.model import make_vae
+
+    other = make_vae(dict(micro_vae.config), seed=1).eval()
+    data = compress(rand_image, micro_vae)
+    forced = decompress(data, other, force_model=True)
+    own = decompress(data, micro_vae)
+    assert forced.rgb.shape == own.rgb.shape and not torch.equal(forced.rgb, own.rgb)
+
+
+def test_without_a_model_the_shipped_model_of_the_file_id_decodes(micro_vae, rand_image, tmp_path, monkeypatch):
+    """compress() with no model makes files for the shipped `codec` weights; decompress() with no model picks the
+    shipped model whose id the file carries, and names every shipped id when none matches."""
+    import latentkit.model as M
+
+    codec = M.make_vae(dict(micro_vae.config), seed=1).eval().requires_grad_(False)
+    M.save_vae(micro_vae, tmp_path / "default")
+    M.save_vae(codec, tmp_path / "codec")
+    monkeypatch.setattr(M, "SHIPPED_MODELS", {"default": tmp_path / "default", "codec": tmp_path / "codec"})
+    monkeypatch.setattr(M, "_SHIPPED_LOADED", {})
+    made = compress(rand_image, quality=60)
+    assert made == compress(rand_image, codec, quality=60)  # the codec model by default
+    assert torch.equal(decompress(made).rgb, decompress(made, codec).rgb)
+    plain = compress(rand_image, "default", quality=60)
+    assert torch.equal(decompress(plain).rgb, decompress(plain, micro_vae).rgb)
+    stranger = compress(rand_image, M.make_vae(dict(micro_vae.config), seed=2).eval(), quality=60)
+    with pytest.raises(LatentkitError, match=f"none of the shipped models.*{M.model_id(codec).hex()}"):
+        decompress(stranger)

@@ -152,7 +152,7 @@ def test_fp16_load_and_hash(tmp_path, micro_vae):
 
 
 def test_load_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(M, "DEFAULT_MODEL_DIR", tmp_path / "nothing")
+    monkeypatch.setitem(M.SHIPPED_MODELS, "default", tmp_path / "nothing")
     with pytest.raises(LatentkitError, match="init-model"):
         M.load_vae()
     with pytest.raises(LatentkitError, match="does not exist.*init-model"):

@@ -87,12 +87,14 @@ class LatentRoundtrip:
 
 
 def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
-    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path, or None for the default weights)."""
+    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path or shipped name, or None: the codec's
+    model, ``weights/codec``)."""
     from diffusers import AutoencoderKL
 
+    from ..codec.api import CODEC_MODEL
     from ..model import load_vae
 
-    return LatentRoundtrip(model if isinstance(model, AutoencoderKL) else load_vae(model, device=device))
+    return LatentRoundtrip(model if isinstance(model, AutoencoderKL) else load_vae(model or CODEC_MODEL, device=device))
 
 
 def pca_roundtrip() -> Roundtrip:
@@ -110,7 +112,7 @@ def latent_model_id(roundtrip: Roundtrip) -> str:
 
 
 def make_roundtrips(codecs: Sequence[str], model: Any = None, device: str | None = None) -> dict[str, Roundtrip]:
-    """A :data:`Roundtrip` per codec name; the latent codec with `model` (a VAE, a path, or None: the default)."""
+    """A :data:`Roundtrip` per codec name; the latent codec with `model` (a VAE, a path, or None: the codec's)."""
     return {c: (latent_roundtrip(model, device) if c == LATENT else pca_roundtrip() if c == PCA
                 else classic_roundtrip(c)) for c in codecs}
 
@@ -474,7 +476,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
 
 def _model_name(model: Any) -> str:
     if model is None:
-        return "default"
+        return "codec"
     return str(model) if isinstance(model, (str, os.PathLike)) else "in-memory " + type(model).__name__
 
 

@@ -280,7 +280,7 @@ def report_from_run(run_dir: str | os.PathLike, out: str | os.PathLike, data: st
     shown = [p for p in images if p.name in names]
     codecs = list(dict.fromkeys(r["codec"] for r in rows))
     model = model if model is not None else meta.get("model")
-    roundtrips = make_roundtrips(codecs, None if model in (None, "default") else model)
+    roundtrips = make_roundtrips(codecs, model)
     meta = {**meta, "run": str(run)}
     if meta.get("threads"):  # the latent codec's bf16 encoder gives the run's bytes under the run's thread count
         torch.set_num_threads(int(meta["threads"]))

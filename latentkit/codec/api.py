@@ -14,11 +14,15 @@ from ..io import DEFAULT_MAX_PIXELS, Image
 from . import allocate, entropy, format, quant
 
 VaeArg = AutoencoderKL | str | os.PathLike | None
+#: The model the codec encodes with when none is given: the shipped codec-tuned decoder (``weights/codec``),
+#: whose encoder, latent space and scaling factor are those of ``weights/default``
+CODEC_MODEL = "codec"
 
 
 def resolve_vae(vae: VaeArg) -> AutoencoderKL:
-    """A loaded model as is; a path or name via :func:`latentkit.load_vae`; ``None``: the default weights."""
-    return vae if isinstance(vae, AutoencoderKL) else lkmodel.load_vae(vae)
+    """A loaded model as is; a path or name via :func:`latentkit.load_vae`; ``None``: the codec's model
+    (:data:`CODEC_MODEL`)."""
+    return vae if isinstance(vae, AutoencoderKL) else lkmodel.load_vae(CODEC_MODEL if vae is None else vae)
 
 
 class LatentEncoder:
@@ -29,7 +33,8 @@ class LatentEncoder:
 
     def __init__(self, image: Image, vae: VaeArg = None, latent: np.ndarray | None = None,
                  gains: np.ndarray | None = None):
-        """``latent`` / ``gains``: the analysis when already made (e.g. timed apart); computed when omitted."""
+        """``vae``: the model whose id the file carries (None: :data:`CODEC_MODEL`); ``latent`` / ``gains``: the
+        analysis when already made (e.g. timed apart); computed when omitted."""
         if max(image.width, image.height) > format.MAX_SIDE:  # before the model runs, not when packing
             raise LatentkitError(f"a .latent file holds at most {format.MAX_SIDE} px a side; the image is "
                                  f"{image.width}x{image.height}")
@@ -88,24 +93,42 @@ def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | N
     return LatentEncoder(image, vae).fit_bpp(bpp)[1]
 
 
-def decode_latent(data: bytes, vae: AutoencoderKL,
-                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[format.Container, torch.Tensor]:
-    """Parse `.latent` bytes and entropy-decode them: (container, latent 1 x C x h x w float32)."""
+def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                  force_model: bool = False) -> tuple[format.Container, torch.Tensor, AutoencoderKL]:
+    """Parse `.latent` bytes and entropy-decode them: (container, latent 1 x C x h x w float32, the model to
+    decode it with).
+
+    ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries. A given model must have
+    the file's id unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
+    share the encoder, so the latent means the same; the picture is what that decoder makes of it)."""
     c = format.parse(bytes(data), max_pixels)
-    need = lkmodel.model_id(vae)
-    if c.model_id != need:
-        raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, but the model given "
-                             f"has id {need.hex()}: pass --model with the weights of id {c.model_id.hex()}")
+    if vae is None:
+        vae = lkmodel.shipped_model(c.model_id)
+        if vae is None:
+            ids = ", ".join(f"{n} {lkmodel.model_id(lkmodel.load_vae(n)).hex()}" for n, p in
+                            lkmodel.SHIPPED_MODELS.items() if (p / "config.json").is_file())
+            raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, none of the shipped "
+                                 f"models ({ids}): pass --model with the weights it was made with")
+    else:
+        vae = resolve_vae(vae)
+        need = lkmodel.model_id(vae)
+        if c.model_id != need and not force_model:
+            raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, but the model given "
+                                 f"has id {need.hex()}: pass --model with the weights of id {c.model_id.hex()} (or "
+                                 "--force-model to decode with this one anyway)")
     shape = lkmodel.latent_shape(vae, c.width, c.height)
     if len(c.exponents) != shape[0]:
         raise LatentkitError(f"corrupt .latent file: {len(c.exponents)} latent channels, the model has {shape[0]}")
     symbols = entropy.decode_symbols(c.payload, shape, c.entropy_model, c.params)
-    return c, torch.from_numpy(quant.dequantize(symbols, c.exponents)).unsqueeze(0)
+    return c, torch.from_numpy(quant.dequantize(symbols, c.exponents)).unsqueeze(0), vae
 
 
-def decompress(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Image:
-    """Decode `.latent` bytes to an image (alpha, ICC profile, grayscale and 16-bit restored)."""
-    vae = resolve_vae(vae)
-    c, latent = decode_latent(data, vae, max_pixels)
+def decompress(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               force_model: bool = False) -> Image:
+    """Decode `.latent` bytes to an image (alpha, ICC profile, grayscale and 16-bit restored).
+
+    ``vae`` None: the shipped model whose id the file carries; ``force_model``: decode with the given ``vae``
+    even if the file names other weights (see :func:`decode_latent`)."""
+    c, latent, vae = decode_latent(data, vae, max_pixels, force_model)
     rgb = lkmodel.decode(vae, latent)[0, :, :c.height, :c.width].contiguous()
     return Image(rgb, c.alpha, c.grayscale, c.bit_depth, c.icc_profile)

@@ -22,12 +22,13 @@ LPIPS_NETS = ("squeeze", "alex", "vgg")
 STDIO = "-"
 
 
-def add_model(p: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--allow-pickle``, as every command that loads a VAE spells them."""
+def add_model(p: argparse.ArgumentParser, default: str = "the shipped weights/default") -> None:
+    """``--model`` and ``--allow-pickle``, as every command that loads a VAE spells them; `default` says what no
+    --model means."""
     p.add_argument("--model", default=None, metavar="M",
-                   help="anything latentkit.load_vae accepts: a diffusers folder, a pipeline folder with vae/, a "
-                        "training run or checkpoint folder (EMA weights), or an SD/LDM .safetensors file "
-                        "(default: the shipped weights/default)")
+                   help="'default' or 'codec' (the shipped weights/default, weights/codec), or anything "
+                        "latentkit.load_vae accepts: a diffusers folder, a pipeline folder with vae/, a training run "
+                        f"or checkpoint folder (EMA weights), or an SD/LDM .safetensors file (default: {default})")
     p.add_argument("--allow-pickle", action="store_true",
                    help="allow loading .ckpt/.pt pickle checkpoints (they can run code: only trusted files)")
 
@@ -64,18 +65,18 @@ def torch_dtype(name: str | None):
 
 
 def model_path(model: str | None) -> Path:
-    """The path a --model argument names (None / 'default': the shipped weights folder), e.g. to never write
-    over it."""
-    from ..model import DEFAULT_MODEL_DIR
+    """The path a --model argument names (None / 'default' / 'codec': the shipped weights folder), e.g. to never
+    write over it."""
+    from ..model import SHIPPED_MODELS
 
-    return DEFAULT_MODEL_DIR if model in (None, "default") else Path(model)
+    return SHIPPED_MODELS.get(model or "default", Path(model or "default"))
 
 
-def load_model(args: argparse.Namespace, device: str | None = None):
-    """The model --model / --allow-pickle name."""
+def load_model(args: argparse.Namespace, device: str | None = None, default: str = "default"):
+    """The model --model / --allow-pickle name (no --model: the shipped model named `default`)."""
     from ..model import load_vae
 
-    return load_vae(args.model, device=device, allow_pickle=args.allow_pickle)
+    return load_vae(args.model or default, device=device, allow_pickle=args.allow_pickle)
 
 
 def check_input_file(path: str, what: str = "input file") -> None:

@@ -26,7 +26,7 @@ def register(subparsers) -> None:
                     help=f"comma-separated codecs from {', '.join(CODECS)} (default: all)")
     rd.add_argument("--model", default=None,
                     help="model for the latent codec: a diffusers folder, a latentkit run or checkpoint folder, "
-                         "or a .safetensors file (default: the shipped weights/default)")
+                         "a .safetensors file, or 'default' / 'codec' (default: the shipped weights/codec, the codec's model)")
     rd.add_argument("--qualities", action="append", metavar="[CODEC=]Q,Q,...",
                     help="quality sweep (0..100; latent 1..100), for one codec with CODEC= or for all; "
                          f"repeatable. Defaults: latent: {','.join(map(str, LATENT_QUALITIES))}; {defaults}")

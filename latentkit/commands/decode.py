@@ -11,12 +11,18 @@ from . import _args, _batch
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "decode", help="decompress a .latent file to an image",
-        description="Decode a .latent file. Alpha, ICC profile, grayscale and 16-bit are restored; the model "
-                    "must be the one the file was made with (its 8-byte id is checked). IN and OUT may be - "
+        description="Decode a .latent file. Alpha, ICC profile, grayscale and 16-bit are restored. The file names "
+                    "the model it was made with by an 8-byte id of its weights: without --model the shipped model "
+                    "of that id decodes it (weights/codec or weights/default); a --model given must have that id, "
+                    "unless --force-model. IN and OUT may be - "
                     "(stdin / stdout; stdout gets a PNG); several inputs or a folder go to an output folder "
                     "(a.latent -> OUT/a.png).")
     _batch.add_batch_args(p, ".latent files", image_output=True)
-    _args.add_model(p)
+    _args.add_model(p, "the shipped model whose id the file carries")
+    p.add_argument("--force-model", action="store_true",
+                   help="decode with --model even if the file names other weights, e.g. `--model default "
+                        "--force-model` shows what the plain decoder makes of a file made for the codec decoder "
+                        "(they share the encoder); a model with another latent space gives garbage")
     _args.add_max_pixels(p, "files that declare")
     _args.add_json(p)
     p.set_defaults(func=run)
@@ -24,7 +30,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..codec import format
+    from ..errors import LatentkitError
     from ..io import image_bytes, image_format
+
+    if args.force_model and args.model is None:
+        raise LatentkitError("--force-model needs --model: the weights to decode with")
 
     pairs = _batch.plan(args, "." + args.format.lstrip("."), input_suffix=".latent")
     if args.single:  # a bad output name, a damaged or foreign file fail here, before the model loads
@@ -33,12 +43,12 @@ def run(args: argparse.Namespace) -> int:
 
     from ..codec import decompress  # torch and diffusers from here on
 
-    vae = _args.load_model(args)
+    vae = None if args.model is None else _args.load_model(args)
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         data = _args.read_input(src)
         t0 = time.perf_counter()
-        image = decompress(data, vae, max_pixels=_args.max_pixels(args))
+        image = decompress(data, vae, max_pixels=_args.max_pixels(args), force_model=args.force_model)
         seconds = time.perf_counter() - t0
         _args.write_output(dst, image_bytes(image, "PNG" if dst == _args.STDIO else image_format(dst)), inputs=(src,))
         figures = {"input": src, "output": dst, "width": image.width, "height": image.height, "bytes": len(data),

@@ -14,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "encode", help="compress an image to a .latent file",
         description="Compress an image with the VAE codec. Prints the file size, bits per pixel (whole file "
                     "bytes x 8 / (width x height)), the quality used, the PSNR (dB, 8-bit RGB) of what `latentkit "
-                    "decode` will give back, and the time taken. IN and OUT may be - (stdin / stdout); several inputs or a folder "
+                    "decode` will give back, and the time taken. The file names the model it needs by an 8-byte id of its weights. IN and OUT may be - (stdin / stdout); several inputs or a folder "
                     "go to an output folder (a.png -> OUT/a.latent), one line (or --json object) per file.")
     _batch.add_batch_args(p, "images (PNG, JPEG, WebP, ...)")
     rate = p.add_mutually_exclusive_group()
@@ -22,7 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="1..100, higher is better; every 16 points halve the quantization steps, which are set "
                            "so that each latent channel adds the same pixel error (default 75)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel: the highest quality at or below it")
-    _args.add_model(p)
+    _args.add_model(p, "'codec', the shipped decoder tuned on quantized latents; 'default' makes files for the "
+                       "plain decoder")
     _args.add_max_pixels(p)
     p.add_argument("--no-psnr", action="store_true",
                    help="skip the check decode that measures the PSNR (saves one decoder pass)")
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
 
     first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
-    vae = _args.load_model(args)
+    vae = _args.load_model(args, default="codec")
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         image = first.pop(src, None) or read(src)
