@@ -87,5 +87,23 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+def console() -> None:
+    """The ``latentkit`` command: :func:`main`, then exit without the interpreter's teardown.
+
+    Freeing torch's and diffusers' modules at exit takes ~0.9 s, a fifth of a short command (measured on the
+    2-core AMX Xeon: 4.5 s -> 3.6 s for importing the codec). Nothing is lost by skipping it: outputs are renamed
+    into place before a command returns, atexit handlers still run and both streams are flushed here."""
+    import atexit
+
+    status = main()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, OSError, ValueError):  # a closed pipe: as main() reports it
+            status = status or EXIT_BROKEN_PIPE
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -218,6 +218,21 @@ def test_closed_stdout_and_fp16_export_are_quiet(tmp_path, micro_dir):
     assert r.returncode == 0 and r.stderr == "" and "wrote" in r.stdout
 
 
+def test_the_console_entry_exits_early_with_everything_written(tmp_path, micro_dir, small_png):
+    """`latentkit` (cli.console) skips the interpreter's teardown: stdout must still be complete, the output file
+    whole and the status kept, on success and on error."""
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "latentkit.cli", *argv], capture_output=True, text=True,
+                              timeout=600)
+
+    r = run("encode", str(small_png), "-o", str(tmp_path / "a.latent"), "--model", str(micro_dir), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["bytes"] == (tmp_path / "a.latent").stat().st_size
+    r = run("decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "b.png"), "--model", str(micro_dir))
+    assert r.returncode == 0 and (tmp_path / "b.png").read_bytes().endswith(b"IEND\xaeB`\x82")  # a whole PNG
+    assert run("decode", str(tmp_path / "nope.latent"), "-o", str(tmp_path / "c.png")).returncode == 2
+
+
 def test_cli_constants_agree_with_the_library():
     from latentkit.commands import _args
     from latentkit.io import DEFAULT_MAX_PIXELS
