@@ -11,7 +11,14 @@ Sections (``--sections``, all by default):
   decode`` against the same jobs in ``scripts/stock_vae.py`` on ``--image``, alternating, medians, ratios;
 - ``help``: wall time of ``latentkit --help``;
 - ``rss``: peak RSS of a ``latentkit roundtrip`` of a ``--big`` x ``--big`` image (the child process alone);
-- ``tiled``: decode of a ``--tiled-size`` square latent tiled vs untiled: times (alternating) and PSNR between them.
+- ``tiled``: decode of a ``--tiled-size`` square latent tiled vs untiled: times (alternating) and PSNR between them;
+- ``levers``: each speed lever of the fast path alone and together, decode and encode of the first ``--sizes``
+  entry (fp32 no_grad, inference_mode, channels_last input, channels_last weights, bf16 autocast with and without
+  channels_last, bf16 weights, 1 thread instead of the default), alternating, medians, ratios to stock, PSNR
+  against fp32;
+- ``compile``: ``torch.compile`` (inductor) of the fast-path decode, in fresh processes: the first call with an
+  empty cache (a CLI user's first command), the first call of a second process with the cache filled (every later
+  command), and the steady-state call, against the eager fast path.
 
 Prints the CPU, human-readable lines, then one JSON line per figure (``{"bench": "speed", "section": ...}``).
 On a shared machine compare the ratios of one run, not absolute figures across runs.
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -33,7 +41,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
-SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled")
+SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile")
 
 
 def cpu_name() -> str:
@@ -198,6 +206,110 @@ def tiled(size: int, model: str | None, rounds: int) -> dict:
             "tiled_over_untiled": round(med["tiled"] / med["untiled"], 3), "psnr_tiled_vs_untiled_db": round(agree, 2)}
 
 
+def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
+    """Each lever alone and together (see the module docstring), decode and encode, in this process."""
+    import copy
+
+    import torch
+
+    import latentkit
+    from latentkit.metrics.psnr import psnr
+
+    vae = latentkit.load_vae(model)
+    x = _image(w, h) * 2 - 1
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean
+        ref = {"decode": vae.decode(z).sample, "encode": z}
+    cl = torch.channels_last
+    vae_cl = copy.deepcopy(vae).to(memory_format=cl)
+    vae_bf16 = copy.deepcopy(vae).to(torch.bfloat16).to(memory_format=cl)
+    threads = torch.get_num_threads()
+
+    def run(m, inp, op: str, *, grad_off=torch.inference_mode, autocast=False, layout=None, dtype=None):
+        def f():
+            t = inp if layout is None else inp.contiguous(memory_format=layout)
+            t = t if dtype is None else t.to(dtype)
+            with grad_off(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = m.decode(t).sample if op == "decode" else m.encode(t).latent_dist.mean
+            return out.float()
+        return f
+
+    def one_thread(f):
+        def g():
+            torch.set_num_threads(1)
+            try:
+                return f()
+            finally:
+                torch.set_num_threads(threads)
+        return g
+
+    recs = []
+    for op, inp in (("decode", z), ("encode", x)):
+        variants = {
+            "fp32 no_grad (stock)": run(vae, inp, op, grad_off=torch.no_grad),
+            "fp32 inference_mode": run(vae, inp, op),
+            "fp32 + channels_last input": run(vae, inp, op, layout=cl),
+            "fp32 + channels_last input and weights": run(vae_cl, inp, op, layout=cl),
+            "bf16 autocast, contiguous": run(vae, inp, op, autocast=True),
+            "bf16 autocast + channels_last (latentkit)": run(vae, inp, op, autocast=True, layout=cl),
+            "bf16 weights + channels_last": run(vae_bf16, inp, op, layout=cl, dtype=torch.bfloat16),
+        }
+        variants["latentkit, 1 thread"] = one_thread(variants["bf16 autocast + channels_last (latentkit)"])
+        med = _alternate(variants, rounds)
+        base = med["fp32 no_grad (stock)"]
+        for name, f in variants.items():
+            out = f()
+            if op == "decode":  # image PSNR; for the latent its SNR against the fp32 latent
+                q = psnr(((out + 1) / 2).clamp(0, 1), ((ref[op] + 1) / 2).clamp(0, 1)).item()
+            else:
+                q = 10 * math.log10(ref[op].var().item() / max((out - ref[op]).pow(2).mean().item(), 1e-30))
+            recs.append({"section": "levers", "op": op, "lever": name, "width": w, "height": h, "rounds": rounds,
+                         "threads": 1 if "1 thread" in name else threads, "seconds": round(med[name], 4),
+                         "ratio_to_stock": round(base / med[name], 3),
+                         ("psnr_vs_fp32_db" if op == "decode" else "latent_snr_vs_fp32_db"): round(q, 2)})
+    return recs
+
+
+def compiled(w: int, h: int, model: str | None, rounds: int) -> dict:
+    """One process: the fast-path decode compiled with inductor; first-call and steady-state seconds."""
+    import torch
+
+    import latentkit
+    from latentkit import runtime
+
+    vae = latentkit.load_vae(model)
+    z = latentkit.encode(vae, _image(w, h)).contiguous(memory_format=torch.channels_last)
+    eager = lambda: latentkit.decode(vae, z)  # noqa: E731
+    fn = torch.compile(lambda t: vae.decode(t).sample)
+
+    def comp():
+        with runtime.inference("cpu"):
+            return fn(z)
+
+    t0 = time.perf_counter()
+    comp()
+    first = time.perf_counter() - t0
+    med = _alternate({"eager": eager, "compiled": comp}, rounds)
+    return {"section": "compile", "width": w, "height": h, "rounds": rounds, "first_call_s": round(first, 2),
+            "eager_s": round(med["eager"], 4), "compiled_s": round(med["compiled"], 4),
+            "compiled_speedup": round(med["eager"] / med["compiled"], 3)}
+
+
+def compile_cold_warm(w: int, h: int, model: str, rounds: int) -> list[dict]:
+    """Two fresh processes sharing one new inductor cache folder: cold (empty) then warm (filled)."""
+    recs = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        for label in ("cold cache", "warm cache"):
+            out = subprocess.run([sys.executable, __file__, "--_child", "compile", model, str(w), str(h), str(rounds)],
+                                 capture_output=True, text=True, env=env)
+            lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
+            rec = lines[0] if lines else {"section": "compile",
+                                          "error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
+            recs.append({**rec, "cache": label})
+    return recs
+
+
 def _size(s: str) -> tuple[int, int]:
     w, _, h = s.lower().partition("x")
     return int(w), int(h or w)
@@ -227,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         model = None if params[0] == "-" else params[0]
         recs = {"inproc": lambda: [inproc(int(params[1]), int(params[2]), model, int(params[3]))],
                 "peak": lambda: [peak()],
-                "tiled": lambda: [tiled(int(params[1]), model, int(params[2]))]}[section]()
+                "tiled": lambda: [tiled(int(params[1]), model, int(params[2]))],
+                "levers": lambda: levers(int(params[1]), int(params[2]), model, int(params[3])),
+                "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))]}[section]()
         for r in recs:
             print(json.dumps(r))
         return 0
@@ -253,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             records.append(rss(args.big, args.model))
         elif section == "tiled":
             records += _child("tiled", m, str(args.tiled_size), str(max(1, args.rounds // 2)))
+        elif section == "levers":
+            records += _child("levers", m, *map(str, _size(args.sizes.split(",")[0])), str(args.rounds))
+        elif section == "compile":
+            records += compile_cold_warm(*_size(args.sizes.split(",")[0]), m, args.rounds)
         for r in records:
             if r.get("_printed"):
                 continue
