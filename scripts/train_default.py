@@ -84,6 +84,8 @@ def main() -> None:
                     help="weights a new run starts from (default: the shipped weights/default)")
     ap.add_argument("--disc-weight", type=float, default=0.0,
                     help="> 0: the PatchGAN on from the first step, at this factor on its adaptive weight")
+    ap.add_argument("--disc-warmup", type=int, default=0,
+                    help="with --disc-weight: steps the discriminator trains alone before the autoencoder sees it")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     out = Path(args.out)
@@ -97,7 +99,7 @@ def main() -> None:
         for k, v in (PHASES[args.phase] | (CONTINUE_GPU if torch.cuda.is_available() else {})).items():
             setattr(targs, k, v)
         if args.disc_weight > 0:
-            targs.disc_start, targs.disc_weight = 0, args.disc_weight
+            targs.disc_start, targs.disc_weight, targs.disc_warmup = 0, args.disc_weight, args.disc_warmup
     train(targs, resume=resume)
 
 

@@ -104,6 +104,20 @@ def test_few_steps_on_one_batch_lower_rec_loss(micro_config, image_dir, tmp_path
     assert all(math.isfinite(entry["d_weight"]) and entry["d_weight"] > 0 for entry in logs[3:])  # GAN from step 3
 
 
+def test_disc_warmup_trains_the_discriminator_before_the_autoencoder_sees_it(micro_config, image_dir, tmp_path):
+    """--disc-warmup 2 with --disc-start 1: step 0 has no GAN at all, steps 1-2 update the discriminator only (no
+    adversarial term in the autoencoder's loss), from step 3 on both."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(_args(micro_config, image_dir, tmp_path / "run", disc_start=1, disc_warmup=2))
+    x = trainer.data.batch(2)
+    d0 = {k: v.clone() for k, v in trainer.disc.state_dict().items()}
+    logs = [trainer.train_step(x) for _ in range(4)]
+    assert ["d" in e for e in logs] == [False, True, True, True]
+    assert ["g" in e for e in logs] == [False, False, False, True]
+    assert any(not torch.equal(v, trainer.disc.state_dict()[k]) for k, v in d0.items())
+
+
 def test_decoder_only_freezes_encoder(micro_config, image_dir, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -59,6 +59,9 @@ class TrainArgs:
         "nats per latent element and channel left unpenalised (against posterior collapse; 0: off)")
     disc_start: int = knob(50000, "step at which the PatchGAN adversarial term switches on")
     disc_weight: float = knob(0.5, "factor on the adaptive adversarial weight")
+    disc_warmup: int = knob(0,
+        "steps the discriminator trains alone from --disc-start before its term reaches the autoencoder (so the "
+        "first adversarial gradients come from a discriminator that already tells real from fake; 0: at once)")
     disc_lr: float = knob(2e-4, "discriminator learning rate")
     disc_width: int = knob(32, "discriminator channels in its first layer")
     disc_layers: int = knob(3, "discriminator strided layers")

@@ -257,7 +257,7 @@ class Trainer:
         loss = nll + klw * kl
         logs["kl"] = kl.detach()
         disc_on = step >= a.disc_start
-        if disc_on:
+        if step >= a.disc_start + a.disc_warmup:
             g_loss = generator_adv_loss(self.disc(rec))
             last = self.vae.decoder.conv_out.weight
             w = adaptive_weight(nll, g_loss, last) * a.disc_weight
