@@ -353,18 +353,19 @@ def model_id(vae: AutoencoderKL) -> bytes:
 _SHIPPED_LOADED: dict[str, AutoencoderKL] = {}
 
 
-def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
-    """The shipped model (:data:`SHIPPED_MODELS`) whose weights have this 8-byte :func:`model_id`, or None.
+def shipped_ids() -> dict[str, bytes]:
+    """The 8-byte :func:`model_id` of each shipped model (:data:`SHIPPED_MODELS`) that is present, by name.
 
-    Each is loaded once per process and shared between callers: do not change its weights."""
+    Each is loaded once per process and shared between callers (:func:`shipped_model`): do not change its weights."""
     for name, path in SHIPPED_MODELS.items():
-        if name not in _SHIPPED_LOADED:
-            if not (path / "config.json").is_file():
-                continue
+        if name not in _SHIPPED_LOADED and (path / "config.json").is_file():
             _SHIPPED_LOADED[name] = load_vae(name)
-        if model_id(_SHIPPED_LOADED[name]) == model_id_:
-            return _SHIPPED_LOADED[name]
-    return None
+    return {name: model_id(_SHIPPED_LOADED[name]) for name in SHIPPED_MODELS if name in _SHIPPED_LOADED}
+
+
+def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
+    """The shipped model whose weights have this 8-byte :func:`model_id`, or None (see :func:`shipped_ids`)."""
+    return next((_SHIPPED_LOADED[name] for name, i in shipped_ids().items() if i == model_id_), None)
 
 
 def num_parameters(vae: torch.nn.Module) -> int:

@@ -105,8 +105,7 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
     if vae is None:
         vae = lkmodel.shipped_model(c.model_id)
         if vae is None:
-            ids = ", ".join(f"{n} {lkmodel.model_id(lkmodel.load_vae(n)).hex()}" for n, p in
-                            lkmodel.SHIPPED_MODELS.items() if (p / "config.json").is_file())
+            ids = ", ".join(f"{name} {i.hex()}" for name, i in lkmodel.shipped_ids().items())
             raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, none of the shipped "
                                  f"models ({ids}): pass --model with the weights it was made with")
     else:
