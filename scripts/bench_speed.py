@@ -214,6 +214,7 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
 
     import latentkit
     from latentkit.metrics.psnr import psnr
+    from latentkit.model import move
 
     vae = latentkit.load_vae(model)
     x = _image(w, h) * 2 - 1
@@ -222,7 +223,7 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
         ref = {"decode": vae.decode(z).sample, "encode": z}
     cl = torch.channels_last
     vae_cl = copy.deepcopy(vae).to(memory_format=cl)
-    vae_bf16 = copy.deepcopy(vae).to(torch.bfloat16).to(memory_format=cl)
+    vae_bf16 = move(copy.deepcopy(vae), dtype=torch.bfloat16).to(memory_format=cl)  # move: no diffusers warning
     threads = torch.get_num_threads()
 
     def run(m, inp, op: str, *, grad_off=torch.inference_mode, autocast=False, layout=None, dtype=None):
@@ -297,17 +298,10 @@ def compiled(w: int, h: int, model: str | None, rounds: int) -> dict:
 
 def compile_cold_warm(w: int, h: int, model: str, rounds: int) -> list[dict]:
     """Two fresh processes sharing one new inductor cache folder: cold (empty) then warm (filled)."""
-    recs = []
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-        for label in ("cold cache", "warm cache"):
-            out = subprocess.run([sys.executable, __file__, "--_child", "compile", model, str(w), str(h), str(rounds)],
-                                 capture_output=True, text=True, env=env)
-            lines = [json.loads(x) for x in out.stdout.splitlines() if x.startswith("{")]
-            rec = lines[0] if lines else {"section": "compile",
-                                          "error": (out.stderr.strip().splitlines() or ["no output"])[-1]}
-            recs.append({**rec, "cache": label})
-    return recs
+        return [{**rec, "cache": label} for label in ("cold cache", "warm cache")
+                for rec in _child("compile", model, str(w), str(h), str(rounds), env=env)]
 
 
 def _size(s: str) -> tuple[int, int]:
@@ -315,9 +309,10 @@ def _size(s: str) -> tuple[int, int]:
     return int(w), int(h or w)
 
 
-def _child(section: str, *params: str) -> list[dict]:
-    """Run one section in a fresh interpreter (its own imports, threads and peak RSS)."""
-    out = subprocess.run([sys.executable, __file__, "--_child", section, *params], capture_output=True, text=True)
+def _child(section: str, *params: str, env: dict | None = None) -> list[dict]:
+    """Run one section in a fresh interpreter (its own imports, threads and peak RSS; `env`: its environment)."""
+    out = subprocess.run([sys.executable, __file__, "--_child", section, *params], capture_output=True, text=True,
+                         env=env)
     if out.returncode:
         return [{"section": section, "error": (out.stderr.strip().splitlines() or ["no output"])[-1]}]
     return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
