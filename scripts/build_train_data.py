@@ -26,7 +26,7 @@ For every file a source selects:
   out, and so is a second copy of an image already kept.
 
 Output names are ``SOURCE__NAME.ext`` (``--base`` files: ``train__SUBDIR__NAME.ext``, hard-linked or copied),
-written atomically (temporary file, then rename); a rerun skips names that already exist (``--force`` rewrites
+written atomically (latentkit.io.atomic_write: temporary file, then rename); a rerun skips names that already exist (``--force`` rewrites
 them), so it never duplicates. ``OUT/SOURCES.tsv`` lists every kept file with its package, version, licence,
 kind and original path (the attribution record for CC-BY / CC-BY-SA images).
 """
@@ -42,7 +42,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
+
+from latentkit.io import atomic_write
 
 RASTER_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp"})
 KINDS = ("photo", "render", "text-graphics")
@@ -276,18 +277,6 @@ def load_excluded(folders: list[Path]) -> Fingerprints:
     return fp
 
 
-def atomic_save(out: Path, write) -> None:
-    """Call `write(tmp_path)` on a temporary file next to `out`, then rename it to `out`."""
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=".tmp-", suffix=out.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def prepare(path: str, args: argparse.Namespace) -> tuple[Image.Image | None, str]:
     """(the image to write, '') where it must be converted or resized, (None, '') where the original file can
     be copied as it is, or (None, why it is skipped)."""
@@ -394,9 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         seen.add(thumb, out.name)
         if args.force or not out.exists():
             if im is not None:
-                atomic_save(out, lambda tmp: im.save(tmp, format="PNG", optimize=False))
+                atomic_write(out, lambda tmp: im.save(tmp, format="PNG", optimize=False))
             else:
-                atomic_save(out, lambda tmp: shutil.copyfile(path, tmp))
+                atomic_write(out, lambda tmp: shutil.copyfile(path, tmp))
         tally.kept[kind] += 1
         rows.append([out.name, src.name, src.manager, src.package, tally.version, src.licence, kind, path])
 
@@ -418,13 +407,13 @@ def main(argv: list[str] | None = None) -> int:
                         os.link(p, tmp)
                     except OSError:
                         shutil.copyfile(p, tmp)
-                atomic_save(out, link)
+                atomic_write(out, link)
             tally.kept["photo"] += 1
             rows.append([out.name, "train", "folder", str(args.base), "", "see ../shared/data/README.md", "photo",
                          str(p)])
 
     header = ["file", "source", "manager", "package", "version", "licence", "kind", "original"]
-    atomic_save(args.out / "SOURCES.tsv",
+    atomic_write(args.out / "SOURCES.tsv",
                 lambda tmp: tmp.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n"))
 
     print(f"\n{'source':13s} {'package':28s} {'version':22s} {'kept':>5s}  kinds / skipped")
