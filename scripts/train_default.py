@@ -60,7 +60,11 @@ CODEC = dict(decoder_only=True, sample_posterior=False, codec_qualities="1-80", 
 # Its second stage, from the first: the first gave up 0.57 dB of the unquantized ceiling and lost at 0.1-0.15 bpp,
 # so the high end gets its share back.
 CODEC_HIGH = CODEC | dict(codec_qualities="16-100", codec_clean=0.3, lr=5e-5, warmup=50, min_lr_ratio=0.1)
-PHASES = {"continue": CONTINUE, "codec": CODEC, "codec-high": CODEC_HIGH}
+# The plain decoder alone, continued on more data (issue 16 item 1: runs/train_extra from
+# scripts/build_train_data.py): the encoder frozen, so weights/codec (whose encoder is v0.6's) and every stored
+# latent stay valid; a low peak lr, as the 748-step restarts of session 12 lost 0.08 dB at 1e-4 with the encoder.
+DECODER = CONTINUE | dict(decoder_only=True, lr=5e-5, warmup=50, min_lr_ratio=0.1)
+PHASES = {"continue": CONTINUE, "decoder": DECODER, "codec": CODEC, "codec-high": CODEC_HIGH}
 # On a CUDA GPU (v0.6: an H100 lent for a few minutes): 16x the crops per step, so less gradient noise and a
 # higher peak lr, with a longer warm-up as AdamW's moments start from zero.
 CONTINUE_GPU = dict(batch_size=32, lr=3e-4, warmup=200, ckpt_every=500)
@@ -78,7 +82,7 @@ def main() -> None:
                     help="fit the run into this many minutes of training: its speed, measured over its first "
                          "steps, sets the number of steps (at most --steps)")
     ap.add_argument("--phase", choices=tuple(PHASES), default="continue",
-                    help="continue: a cycle of the whole model; codec: tune the decoder for the .latent codec; "
+                    help="continue: a cycle of the whole model; decoder: a cycle of the decoder alone; codec: tune the decoder for the .latent codec; "
                          "codec-high: its second stage (from --init, the first stage's run)")
     ap.add_argument("--init", default=str(DEFAULT_MODEL_DIR),
                     help="weights a new run starts from (default: the shipped weights/default)")
