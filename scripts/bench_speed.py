@@ -19,6 +19,12 @@ Sections (``--sections``, all by default):
 - ``compile``: ``torch.compile`` (inductor) of the fast-path decode, in fresh processes: the first call with an
   empty cache (a CLI user's first command), the first call of a second process with the cache filled (every later
   command), and the steady-state call, against the eager fast path.
+- ``int8``: what int8 convolutions could buy the decoder (first ``--sizes`` entry): every convolution of one
+  fast-path decode timed at its own input shape, as the fast path runs it (bf16 autocast, channels_last) and as an
+  int8 oneDNN convolution (per-channel int8 weights, uint8 activations), the latter alone and with the quantize /
+  dequantize of its input and output that a decoder whose GroupNorm and SiLU stay in floating point needs; their
+  sums against the whole decode, the whole-decode speed-up they bound, and the int8 weights' own PSNR cost
+  (weights quantized and dequantized, computed in fp32).
 
 Prints the CPU, human-readable lines, then one JSON line per figure (``{"bench": "speed", "section": ...}``).
 On a shared machine compare the ratios of one run, not absolute figures across runs.
@@ -41,7 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
-SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile")
+SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8")
 
 
 def cpu_name() -> str:
@@ -296,6 +302,64 @@ def compiled(w: int, h: int, model: str | None, rounds: int) -> dict:
             "compiled_speedup": round(med["eager"] / med["compiled"], 3)}
 
 
+def int8(w: int, h: int, model: str | None, rounds: int) -> dict:
+    """The int8 section (module docstring): conv time by conv, bf16 fast path vs int8 oneDNN, and its bound."""
+    import copy
+    import warnings
+
+    import torch
+    import torch.ao.nn.quantized as nnq
+
+    import latentkit
+    from latentkit.metrics.psnr import psnr
+
+    warnings.filterwarnings("ignore", category=UserWarning)  # quantized tensors are deprecated in torch 2.13
+    torch.backends.quantized.engine = "onednn"
+    vae = latentkit.load_vae(model)
+    z = latentkit.encode(vae, _image(w, h))
+    shapes: list[tuple[torch.nn.Conv2d, torch.Size]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: shapes.append((m, a[0].shape)))
+             for m in vae.decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    latentkit.decode(vae, z)
+    for hk in hooks:
+        hk.remove()
+    decode_s = _alternate({"decode": lambda: latentkit.decode(vae, z)}, rounds)["decode"]
+    tot = {"bf16": 0.0, "int8": 0.0, "int8_qdq": 0.0}
+    for conv, shape in shapes:
+        x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+        wt = conv.weight.detach().float()
+        scale = wt.abs().amax(dim=(1, 2, 3)).clamp_min(1e-8) / 127
+        q = nnq.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding)
+        q.set_weight_bias(torch.quantize_per_channel(wt, scale, torch.zeros_like(scale, dtype=torch.long), 0,
+                                                     torch.qint8), conv.bias.detach().float())
+        q.scale, q.zero_point = 0.05, 128
+        xq = torch.quantize_per_tensor(x, 0.02, 128, torch.quint8)
+
+        def bf16(conv=conv, x=x):
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                return conv(x)
+
+        med = _alternate({"bf16": bf16, "int8": lambda q=q, xq=xq: q(xq),
+                          "int8_qdq": lambda q=q, x=x: q(torch.quantize_per_tensor(x, 0.02, 128, torch.quint8))
+                          .dequantize()}, rounds)
+        for k in tot:
+            tot[k] += med[k]
+    fake = copy.deepcopy(vae)  # int8 weights' own error: quantize-dequantize every decoder conv, decode in fp32
+    with torch.no_grad():
+        for m in fake.decoder.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                s = m.weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8) / 127
+                m.weight.copy_((m.weight / s).round().clamp(-127, 127) * s)
+    ref = latentkit.decode(vae, z, fast=False)
+    wq_psnr = psnr(latentkit.decode(fake, z, fast=False).clamp(0, 1), ref.clamp(0, 1)).item()
+    best = decode_s - tot["bf16"] + tot["int8_qdq"]
+    return {"section": "int8", "width": w, "height": h, "rounds": rounds, "convs": len(shapes),
+            "decode_s": round(decode_s, 4), "conv_bf16_s": round(tot["bf16"], 4),
+            "conv_int8_s": round(tot["int8"], 4), "conv_int8_qdq_s": round(tot["int8_qdq"], 4),
+            "conv_share_of_decode": round(tot["bf16"] / decode_s, 3),
+            "decode_speedup_bound": round(decode_s / best, 3), "int8_weights_psnr_db": round(wq_psnr, 2)}
+
+
 def compile_cold_warm(w: int, h: int, model: str, rounds: int) -> list[dict]:
     """Two fresh processes sharing one new inductor cache folder: cold (empty) then warm (filled)."""
     with tempfile.TemporaryDirectory() as cache:
@@ -336,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 "peak": lambda: [peak()],
                 "tiled": lambda: [tiled(int(params[1]), model, int(params[2]))],
                 "levers": lambda: levers(int(params[1]), int(params[2]), model, int(params[3])),
-                "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))]}[section]()
+                "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))],
+                "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))]}[section]()
         for r in recs:
             print(json.dumps(r))
         return 0
@@ -366,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
             records += _child("levers", m, *map(str, _size(args.sizes.split(",")[0])), str(args.rounds))
         elif section == "compile":
             records += compile_cold_warm(*_size(args.sizes.split(",")[0]), m, args.rounds)
+        elif section == "int8":
+            records += _child("int8", m, *map(str, _size(args.sizes.split(",")[0])), str(args.rounds))
         for r in records:
             if r.get("_printed"):
                 continue
