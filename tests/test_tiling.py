@@ -43,9 +43,10 @@ def test_halo_covers_receptive_field_with_exact_statistics(micro_vae, smooth_ima
 def test_tiled_matches_untiled(micro_vae, smooth_image):
     """Two tiled passes vs untiled, 64 px tiles (9 tiles) on 192 x 160, fp32.
 
-    Threshold: the untrained micro net amplifies small statistic errors (it is chaotic); the trained default
-    model gets ~49-51 dB with 256 px tiles on Kodak (README "Performance"). 30 dB here still fails for naive
-    tiles (per-tile statistics), which the second assertion checks."""
+    Threshold: the untrained micro net amplifies small statistic errors (it is chaotic): whole-tile statistics
+    (halos included, as tiling collects them) give 45.7 dB here, the statistics of tile cores alone 34.9 dB and
+    a first pass on halo-less cores 27.4 dB, naive tiles (per-tile statistics) 33.8 dB; so 40 dB fails for
+    each of those. The trained default model gets ~50 dB with 512 px tiles (README "Performance")."""
     z = model.encode(micro_vae, smooth_image, fast=False, tile=False)
     ref = model.decode(micro_vae, z, fast=False, tile=False)
     with torch.inference_mode():
@@ -53,7 +54,7 @@ def test_tiled_matches_untiled(micro_vae, smooth_image):
         xt = ((tiling.decode_tiled(micro_vae, z, tile_px=64) + 1) / 2).clamp(0, 1)
         naive = ((tiling.decode_tiled(micro_vae, z, tile_px=64, passes=1) + 1) / 2).clamp(0, 1)
     assert zt.shape == z.shape and xt.shape == ref.shape
-    assert psnr(ref, xt).item() >= 30
+    assert psnr(ref, xt).item() >= 40
     assert psnr(ref, xt).item() > psnr(ref, naive).item()
     assert (zt - z).abs().max().item() < 0.1 * z.abs().max().item()
 
