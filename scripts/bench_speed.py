@@ -11,7 +11,8 @@ Sections (``--sections``, all by default):
   decode`` against the same jobs in ``scripts/stock_vae.py`` on ``--image``, alternating, medians, ratios;
 - ``help``: wall time of ``latentkit --help``;
 - ``rss``: peak RSS of a ``latentkit roundtrip`` of a ``--big`` x ``--big`` image (the child process alone);
-- ``tiled``: decode of a ``--tiled-size`` square latent tiled vs untiled: times (alternating) and PSNR between them;
+- ``tiled``: decode of a ``--tiled-size`` square photo mosaic (``--image`` repeated) tiled vs untiled: times
+  (alternating) and PSNR between them;
 - ``levers``: each speed lever of the fast path alone and together, decode and encode of the first ``--sizes``
   entry (fp32 no_grad, inference_mode, channels_last input, channels_last weights, bf16 autocast with and without
   channels_last, bf16 weights, 1 thread instead of the default), alternating, medians, ratios to stock, PSNR
@@ -196,14 +197,27 @@ def rss(size: int, model: str | None) -> dict:
             "peak_rss_mb": round(int(out[1]) / 1024), "seconds": round(float(out[2]), 1)}
 
 
-def tiled(size: int, model: str | None, rounds: int) -> dict:
+def _mosaic(image: str, size: int):
+    """A `size` x `size` photo mosaic, 1 x 3 x size x size in [0, 1]: `image` repeated, every other copy mirrored
+    (photo statistics for the tiled-vs-untiled agreement; a smooth synthetic image flatters it)."""
+    import torch
+
+    from latentkit import io as lkio
+
+    x = lkio.read_image(image).rgb
+    row = torch.cat([x if i % 2 == 0 else x.flip(-1) for i in range(-(-size // x.shape[-1]))], -1)
+    grid = torch.cat([row if i % 2 == 0 else row.flip(-2) for i in range(-(-size // x.shape[-2]))], -2)
+    return grid[None, :, :size, :size].contiguous()
+
+
+def tiled(size: int, model: str | None, rounds: int, image: str) -> dict:
     import torch
 
     import latentkit
     from latentkit.metrics.psnr import psnr
 
     vae = latentkit.load_vae(model)
-    z = latentkit.encode(vae, _image(size, size), tile=True)
+    z = latentkit.encode(vae, _mosaic(image, size), tile=False)
     med = _alternate({"untiled": lambda: latentkit.decode(vae, z, tile=False),
                       "tiled": lambda: latentkit.decode(vae, z, tile=True)}, rounds)
     agree = psnr(latentkit.decode(vae, z, tile=False), latentkit.decode(vae, z, tile=True)).item()
@@ -398,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         model = None if params[0] == "-" else params[0]
         recs = {"inproc": lambda: [inproc(int(params[1]), int(params[2]), model, int(params[3]))],
                 "peak": lambda: [peak()],
-                "tiled": lambda: [tiled(int(params[1]), model, int(params[2]))],
+                "tiled": lambda: [tiled(int(params[1]), model, int(params[2]), params[3])],
                 "levers": lambda: levers(int(params[1]), int(params[2]), model, int(params[3])),
                 "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))],
                 "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))]}[section]()
@@ -426,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         elif section == "rss":
             records.append(rss(args.big, args.model))
         elif section == "tiled":
-            records += _child("tiled", m, str(args.tiled_size), str(max(1, args.rounds // 2)))
+            records += _child("tiled", m, str(args.tiled_size), str(max(1, args.rounds // 2)), args.image)
         elif section == "levers":
             records += _child("levers", m, *map(str, _size(args.sizes.split(",")[0])), str(args.rounds))
         elif section == "compile":
