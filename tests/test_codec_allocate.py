@@ -97,3 +97,39 @@ def test_rd_search_zeroes_a_channel_not_worth_its_bits():
     q = 12
     assert quant.quantize(z, quant.step_exponents(gains, q))[1].any()
     assert not quant.quantize(z, choose_exponents(z, gains, q))[1].any()
+
+
+def test_rd_search_costs_fewer_candidates_and_picks_what_costing_all_picks(monkeypatch):
+    """The bound-ordered search (distortion alone bounds the cost from below) against the plain search that costs
+    every candidate, as choose_exponents did before: same exponents, fewer rate estimates."""
+    from latentkit.codec import allocate, entropy
+
+    rng = np.random.default_rng(1)
+    z = np.stack([np.cumsum(rng.normal(size=(40, 56)), 1) * 0.3, rng.laplace(0, 2, size=(40, 56)),
+                  rng.normal(0, 0.5, size=(40, 56)), np.cumsum(rng.normal(size=(40, 56)), 0)]).astype(np.float32)
+    gains = np.array([1e-3, 3e-4, 2e-3, 5e-4])
+    calls = []
+    real_bits = entropy.channel_bits
+    monkeypatch.setattr(entropy, "channel_bits", lambda q, *a: calls.append(1) or real_bits(q, *a))
+
+    def costing_all(quality: int) -> np.ndarray:
+        lam = quant.noise_level(quality) ** 2 * np.log(2) / 6
+        start = quant.step_exponents(gains, quality)
+        out = start.copy()
+        for c in range(len(gains)):
+            def cost(e: int) -> float:
+                step = quant.step_sizes(np.array([e]))[0]
+                q = np.clip(np.rint(z[c] / step), -quant.MAX_SYMBOL, quant.MAX_SYMBOL).astype(np.int64)
+                err = float(np.mean((z[c].astype(np.float64) - q * np.float64(step)) ** 2))
+                return gains[c] * err + lam * real_bits(q) / q.size
+
+            lo = max(quant.EXP_MIN, int(start[c]) - allocate.SEARCH)
+            hi = min(quant.EXP_MAX, int(start[c]) + allocate.SEARCH)
+            coarse = min(range(lo, hi + 1, 2), key=cost)
+            out[c] = min(range(max(lo, coarse - 1), min(hi, coarse + 1) + 1), key=cost)
+        return out
+
+    for quality in (1, 15, 50, 90):
+        calls.clear()
+        assert np.array_equal(choose_exponents(z, gains, quality), costing_all(quality))
+        assert len(calls) < 4 * 27  # costing all: 25 coarse + 2 refining candidates per channel

@@ -60,7 +60,12 @@ def choose_exponents(latent: np.ndarray, gains: np.ndarray, quality: int) -> np.
     """Rate-distortion optimised step exponents (int64, C) for an unscaled latent C x h x w, its decoder
     `gains` (:func:`decoder_gains`) and a quality 1..100: per channel, the exponent within ``SEARCH`` units of
     the high-rate rule that minimises ``g_c * e_c + lambda * r_c`` (see the module docstring), searched on every
-    other exponent and then refined; ties go to the finer step."""
+    other exponent and then refined; ties go to the finer step.
+
+    The rate estimate (an entropy-coder fit, :func:`latentkit.codec.entropy.channel_bits`) is what costs; the
+    distortion term alone is a lower bound of the cost (rates are >= 0), so candidates are costed in order of
+    that bound and the search stops at the first whose bound exceeds the best cost found: the same exponents
+    as costing every candidate, with fewer rate estimates (coarse steps, whose error alone loses, are skipped)."""
     k = quant.noise_level(quality)
     lam = k * k * np.log(2) / 6
     start = quant.step_exponents(gains, quality)
@@ -70,17 +75,31 @@ def choose_exponents(latent: np.ndarray, gains: np.ndarray, quality: int) -> np.
     out = start.copy()
     for c in range(C):
         z, z64 = crop[c], crop[c].astype(np.float64)  # float32 rounds as quant.quantize does; float64 for the error
+        symbols: dict[int, np.ndarray] = {}
+        bounds: dict[int, float] = {}
         costs: dict[int, float] = {}
 
-        def cost(e: int) -> float:
-            if e not in costs:
+        def bound(e: int) -> float:
+            if e not in bounds:
                 step = quant.step_sizes(np.array([e]))[0]
                 q = np.clip(np.rint(z / step), -quant.MAX_SYMBOL, quant.MAX_SYMBOL).astype(np.int64)
-                err = float(np.mean((z64 - q * np.float64(step)) ** 2))
-                costs[e] = gains[c] * err + lam * entropy.channel_bits(q) / q.size
-            return costs[e]
+                symbols[e] = q
+                bounds[e] = gains[c] * float(np.mean((z64 - q * np.float64(step)) ** 2))
+            return bounds[e]
+
+        def best(candidates: range) -> int:
+            """The candidate of least cost (the lowest exponent among equals), costing as few as the bound allows."""
+            top: tuple[float, int] | None = None
+            for e in sorted(candidates, key=lambda e: (bound(e), e)):
+                if top is not None and bound(e) > top[0]:
+                    break
+                if e not in costs:
+                    q = symbols[e]
+                    costs[e] = bound(e) + lam * entropy.channel_bits(q) / q.size
+                top = min(top or (costs[e], e), (costs[e], e))
+            return top[1]
 
         lo, hi = max(quant.EXP_MIN, int(start[c]) - SEARCH), min(quant.EXP_MAX, int(start[c]) + SEARCH)
-        coarse = min(range(lo, hi + 1, 2), key=cost)  # every other exponent, then its two neighbours
-        out[c] = min(range(max(lo, coarse - 1), min(hi, coarse + 1) + 1), key=cost)
+        coarse = best(range(lo, hi + 1, 2))  # every other exponent, then its two neighbours
+        out[c] = best(range(max(lo, coarse - 1), min(hi, coarse + 1) + 1))
     return out
