@@ -217,3 +217,32 @@ def test_without_a_model_the_shipped_model_of_the_file_id_decodes(micro_vae, ran
     stranger = compress(rand_image, M.make_vae(dict(micro_vae.config), seed=2).eval(), quality=60)
     with pytest.raises(LatentkitError, match=f"none of the shipped models.*{M.model_id(codec).hex()}"):
         decompress(stranger)
+
+
+def test_neighbours_follow_the_fallback_rules_and_the_cached_indices_agree():
+    """Neighbour reads by precomputed flat indices (what the decoder uses per wavefront) against the documented
+    fallbacks at the plane's edges: left -> up -> 0, up -> left, up-left / up-right -> up, left2 -> left, up2 -> up."""
+    from latentkit.codec.entropy import context
+
+    p = np.arange(1, 13).reshape(3, 4) * 10  # 10 20 30 40 / 50 60 70 80 / 90 100 110 120
+    names = context.NEIGHBOURS
+
+    def at(r, c):
+        v = context.neighbours(p, None, np.array([r]), np.array([c]))[:, 0]
+        return dict(zip(names, v.tolist()))
+
+    assert set(at(0, 0).values()) == {0}
+    n = at(0, 2)  # first row: up and everything above falls back to left
+    assert (n["left"], n["up"], n["upleft"], n["upright"], n["left2"], n["up2"]) == (20, 20, 20, 20, 10, 20)
+    n = at(2, 0)  # first column: left falls back to up
+    assert (n["left"], n["up"], n["upleft"], n["upright"], n["left2"], n["up2"]) == (50, 50, 50, 60, 50, 10)
+    n = at(1, 3)  # last column: up-right falls back to up
+    assert (n["left"], n["up"], n["upleft"], n["upright"], n["med"]) == (70, 40, 30, 40, 70)
+    e = np.arange(12).reshape(3, 4)
+    assert context.activity(e, None, np.array([1]), np.array([1]))[0] == 2 * 4 + 2 * 1 + 0 + 2  # no left2 / up2
+    h, w = 5, 6
+    q = np.random.default_rng(0).integers(-9, 9, (h, w))
+    err = np.random.default_rng(1).integers(0, 99, (h, w))
+    for rows, cols, nbr, act in context.wavefront_indices(h, w):
+        assert np.array_equal(context.neighbours(q, q, rows, cols, nbr), context.neighbours(q, q, rows, cols))
+        assert np.array_equal(context.activity(err, err, rows, cols, act), context.activity(err, err, rows, cols))

@@ -60,42 +60,80 @@ def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return rows, cols
 
 
-def neighbours(plane: np.ndarray, prev: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def neighbour_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Where :func:`neighbours` reads the in-plane neighbours other than ``med`` (left, up, upleft, upright, left2,
+    up2, up2right, up2left, upleft2; 9 x n): flat indices into an h x w plane followed by one zero (index h * w,
+    for "0"), with the fallbacks resolved. They depend on the positions only, so a decoder computes them once per
+    plane size (:func:`wavefront_indices`)."""
+    zero = h * w
+    hl, hu, hr = cols > 0, rows > 0, cols < w - 1
+    r1, r2 = np.maximum(rows - 1, 0) * w, np.maximum(rows - 2, 0) * w
+    c1, c2, cr = np.maximum(cols - 1, 0), np.maximum(cols - 2, 0), np.minimum(cols + 1, w - 1)
+    up = np.where(hu, r1 + cols, zero)
+    left = np.where(hl, rows * w + c1, up)
+    up = np.where(hu, up, left)
+    upleft = np.where(hl & hu, r1 + c1, up)
+    upright = np.where(hu & hr, r1 + cr, up)
+    left2 = np.where(cols > 1, rows * w + c2, left)
+    up2 = np.where(rows > 1, r2 + cols, up)
+    up2right = np.where((rows > 1) & hr, r2 + cr, up2)
+    up2left = np.where((rows > 1) & hl, r2 + c1, up2)
+    upleft2 = np.where(hu & (cols > 1), r1 + c2, upleft)
+    return np.stack([left, up, upleft, upright, left2, up2, up2right, up2left, upleft2])
+
+
+def activity_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """Where :func:`activity` reads the plane's errors (left, up, upleft, upright, left2, up2; 6 x n): flat indices
+    into an h x w plane followed by one zero (index h * w), which stands for terms outside the plane."""
+    zero = h * w
+    hl, hu = cols > 0, rows > 0
+    r1, c1 = np.maximum(rows - 1, 0) * w, np.maximum(cols - 1, 0)
+    upright = np.where(hu & (cols < w - 1), r1 + np.minimum(cols + 1, w - 1), zero)
+    return np.stack([np.where(hl, rows * w + c1, zero), np.where(hu, r1 + cols, zero),
+                     np.where(hl & hu, r1 + c1, zero), upright,
+                     np.where(cols > 1, rows * w + np.maximum(cols - 2, 0), zero),
+                     np.where(rows > 1, np.maximum(rows - 2, 0) * w + cols, zero)])
+
+
+@lru_cache(maxsize=8)
+def wavefront_indices(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """For each wavefront of an h x w plane (:func:`wavefronts`): (rows, cols, :func:`neighbour_index`,
+    :func:`activity_index`)."""
+    return [(i, j, neighbour_index(h, w, i, j), activity_index(h, w, i, j)) for i, j in wavefronts(h, w)]
+
+
+def _padded(plane: np.ndarray) -> np.ndarray:
+    """The plane flattened, then one zero (what the index functions' index h * w reads)."""
+    return np.append(plane.ravel(), plane.dtype.type(0))
+
+
+def neighbours(plane: np.ndarray, prev: np.ndarray | None, rows: np.ndarray, cols: np.ndarray,
+               index: np.ndarray | None = None) -> np.ndarray:
     """The predictor's inputs (len(NEIGHBOURS) x n, int64) at positions (rows, cols) of a channel plane (h x w).
 
     Missing neighbours fall back: left -> up -> 0, up -> left, up-left and up-right -> up, left-left -> left,
     up-up -> up, up-up-left and up-up-right -> up-up, up-left-left -> up-left; ``prev`` (the previous
     channel's symbols, h x w) is 0 for the first channel. ``med`` is the median of left, up and
-    left + up - up-left."""
-    h, w = plane.shape
-    hl, hu, hr = cols > 0, rows > 0, cols < w - 1
-    r1, r2 = np.maximum(rows - 1, 0), np.maximum(rows - 2, 0)
-    c1, c2, cr = np.maximum(cols - 1, 0), np.maximum(cols - 2, 0), np.minimum(cols + 1, w - 1)
-    up = np.where(hu, plane[r1, cols], 0)
-    left = np.where(hl, plane[rows, c1], up)
-    up = np.where(hu, up, left)
-    upleft = np.where(hl & hu, plane[r1, c1], up)
-    upright = np.where(hu & hr, plane[r1, cr], up)
-    left2 = np.where(cols > 1, plane[rows, c2], left)
-    up2 = np.where(rows > 1, plane[r2, cols], up)
+    left + up - up-left. ``index``: :func:`neighbour_index` of these positions, when the caller has it."""
+    if index is None:
+        index = neighbour_index(*plane.shape, rows, cols)
+    v = _padded(plane).astype(np.int64, copy=False)[index]
+    left, up, upleft = v[0], v[1], v[2]
     med = np.maximum(np.minimum(left, up), np.minimum(np.maximum(left, up), left + up - upleft))
-    up2right = np.where((rows > 1) & hr, plane[r2, cr], up2)
-    up2left = np.where((rows > 1) & hl, plane[r2, c1], up2)
-    upleft2 = np.where(hu & (cols > 1), plane[r1, c2], upleft)
-    other = prev[rows, cols] if prev is not None else np.zeros_like(up)
-    return np.stack([left, up, upleft, upright, left2, up2, med, up2right, up2left, upleft2, other]).astype(np.int64)
+    other = prev[rows, cols].astype(np.int64) if prev is not None else np.zeros_like(up)
+    return np.concatenate([v[:6], med[None], v[6:], other[None]])
 
 
-def activity(err: np.ndarray, prev_err: np.ndarray | None, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def activity(err: np.ndarray, prev_err: np.ndarray | None, rows: np.ndarray, cols: np.ndarray,
+             index: np.ndarray | None = None) -> np.ndarray:
     """Causal activity ``2|e_left| + 2|e_up| + |e_upleft| + |e_upright| + |e_left2| + |e_up2| + 2|e_prev|`` at
     (rows, cols) from the absolute prediction errors ``err`` of the plane and ``prev_err`` of the previous
-    channel's (h x w each, units of 1/64 symbol; 0 where not coded yet; terms outside the plane count 0)."""
-    h, w = err.shape
-    hl, hu = cols > 0, rows > 0
-    r1, c1 = np.maximum(rows - 1, 0), np.maximum(cols - 1, 0)
-    a = (2 * err[rows, c1] * hl + 2 * err[r1, cols] * hu + err[r1, c1] * (hl & hu)
-         + err[r1, np.minimum(cols + 1, w - 1)] * (hu & (cols < w - 1)))
-    a = a + err[rows, np.maximum(cols - 2, 0)] * (cols > 1) + err[np.maximum(rows - 2, 0), cols] * (rows > 1)
+    channel's (h x w each, units of 1/64 symbol; 0 where not coded yet; terms outside the plane count 0).
+    ``index``: :func:`activity_index` of these positions, when the caller has it."""
+    if index is None:
+        index = activity_index(*err.shape, rows, cols)
+    e = _padded(err)[index]
+    a = 2 * (e[0] + e[1]) + e[2] + e[3] + e[4] + e[5]
     return a + 2 * prev_err[rows, cols] if prev_err is not None else a
 
 

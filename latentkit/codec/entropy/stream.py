@@ -13,7 +13,7 @@ from ...errors import LatentkitError
 from ..quant import MAX_SYMBOL
 from .context import (DEFAULT_WEIGHTS, FLOORS, MAX_MODEL, NEIGHBOURS, WEIGHT_MAX, WEIGHT_MIN, WEIGHT_SHIFT,
                       WEIGHT_TABLE, activity, channels, neighbours, param_costs, predict, rounded, scale_index,
-                      wavefronts)
+                      wavefront_indices, wavefronts)
 from .tables import escape_sizes, from_symbols, lg, tables, to_symbols
 
 @dataclass
@@ -133,9 +133,9 @@ def _decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params
         all_weights.append(weights)
         qc, prev = q[c], q[c - 1] if c else None
         err = np.zeros((h, w), dtype=np.int64)
-        for rows, cols in wavefronts(h, w):
-            mu, offset = predict(neighbours(qc, prev, rows, cols), weights)
-            s_idx = scale_index(lg(activity(err, prev_err, rows, cols)), model, int(params[c]), floor)
+        for rows, cols, nbr_index, act_index in wavefront_indices(h, w):
+            mu, offset = predict(neighbours(qc, prev, rows, cols, nbr_index), weights)
+            s_idx = scale_index(lg(activity(err, prev_err, rows, cols, act_index)), model, int(params[c]), floor)
             v = rounded(mu) + _decode_residuals(dec, probs[s_idx, offset])
             if np.abs(v).max() > MAX_SYMBOL:
                 raise LatentkitError("corrupt .latent payload (symbol out of range)")
