@@ -9,9 +9,10 @@ Naive tiles disagree with the untiled network for two reasons, and this module h
    (``passes`` in total, the last one produces the output). Two passes get within ~0.1 dB of exact
    statistics (see tests). The statistics are those of whole tiles, halos included (halos overlap, so
    pixels near tile borders count more than once): GroupNorm's kernel returns them with the normalised tile,
-   so the first pass costs about one untiled decode plus the halos. Measured on a 2048x2048 Kodak mosaic
-   with 512 px tiles (README, "Performance"), this agrees with the untiled decode better (50.4 dB) than the
-   statistics of the cores alone (44.2 dB) or a first pass on halo-less cores (47.5 dB).
+   so the first pass costs about one untiled decode plus the halos, where ``var_mean`` over each core cost
+   5-15x the GroupNorm. Against the untiled decode, four photo mosaics with 512 px tiles give 49.5-51.5 dB
+   this way and 44.2-57.7 dB with core statistics: steadier, not better on every image (README, "Large
+   images").
 2. **Receptive field**: each tile is its core plus a halo that covers the convolutions' receptive field,
    and only the core is kept (halo cropping, no blending), so with exact statistics a tile's core is
    exactly what the untiled network computes there.
