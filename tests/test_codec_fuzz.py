@@ -20,9 +20,8 @@ def _mutations(data: bytes, n: int, seed: int):
         b = bytearray(data)
         if kind == 0:  # truncate
             yield bytes(b[:rng.integers(0, len(b))])
-        elif kind == 1:  # flip 1..4 bits
-            for _ in range(rng.integers(1, 5)):
-                k = rng.integers(0, len(b) * 8)
+        elif kind == 1:  # flip 1..4 distinct bits (the same bit twice would give back the original)
+            for k in rng.choice(len(b) * 8, size=min(len(b) * 8, rng.integers(1, 5)), replace=False):
                 b[k // 8] ^= 1 << (k % 8)
             yield bytes(b)
         elif kind == 2:  # overwrite a run with random bytes
