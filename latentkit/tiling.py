@@ -121,12 +121,11 @@ class _GroupNormStats:
     normalises with fixed statistics once it has them (see the module docstring).
 
     Each tile, halo included, adds its per-group element count, mean and sum of squared deviations (M2), and
-    tiles are merged with Chan et al.'s pairwise update, in float32 without float64 copies. In the first pass
-    they come from GroupNorm's own kernel, which normalises the tile with them in the same call (in the input's
-    precision: bf16 on the fast path, as the untiled network computes them); a pass that has fixed statistics
-    and still collects (only with ``passes`` > 2) computes them per channel with ``var_mean`` and combines the
-    channels into groups by the law of total variance. Set ``collect = False`` for the last pass, whose
-    statistics nobody uses."""
+    tiles are merged with Chan et al.'s pairwise update, in float32 without float64 copies. They come from
+    GroupNorm's own kernel (in the input's precision: bf16 on the fast path, as the untiled network computes
+    them), which in the first pass also gives the tile normalised with them; a pass that has fixed statistics
+    and still collects (only with ``passes`` > 2) discards that output. Set ``collect = False`` for the last
+    pass, whose statistics nobody uses."""
 
     def __init__(self, modules: Sequence[torch.nn.Module]):
         self.norms = [m for root in modules for m in root.modules() if isinstance(m, torch.nn.GroupNorm)]
@@ -162,19 +161,14 @@ class _GroupNormStats:
     def _forward(self, m: torch.nn.GroupNorm, i: int, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         g = m.num_groups
-        if i not in self.stats:
-            if not self.collect:
-                return F.group_norm(x, g, m.weight, m.bias, m.eps)
+        if self.collect:  # GroupNorm's kernel: the tile's group statistics beside the tile normalised with them
             out, mean, rstd = torch.ops.aten.native_group_norm(_dense(x), m.weight, m.bias, n, c, h * w, g, m.eps)
             count = h * w * (c // g)
             self._merge(i, count, mean.float(), (rstd.float().reciprocal().square() - m.eps).clamp_min(0) * count)
-            return out
-        if self.collect:  # var_mean, not sums of squares: no cancellation; ~5x a GroupNorm over channels_last
-            var, mean = torch.var_mean(x.float(), dim=(2, 3), correction=0)
-            mean_c = mean.view(n, g, -1)
-            group_mean = mean_c.mean(-1)
-            m2 = h * w * (var.view(n, g, -1).sum(-1) + (mean_c - group_mean[..., None]).square().sum(-1))
-            self._merge(i, h * w * (c // g), group_mean, m2)
+            if i not in self.stats:
+                return out
+        elif i not in self.stats:
+            return F.group_norm(x, g, m.weight, m.bias, m.eps)
         mean, var = self.stats[i]
         per_group = c // g
         rstd = (var + m.eps).rsqrt().repeat_interleave(per_group, 1)  # N x C
