@@ -26,9 +26,9 @@ For every file a source selects:
   out, and so is a second copy of an image already kept.
 
 Output names are ``SOURCE__NAME.ext`` (``--base`` files: ``train__SUBDIR__NAME.ext``, hard-linked or copied),
-written atomically (latentkit.io.atomic_write: temporary file, then rename); a rerun skips names that already exist (``--force`` rewrites
-them), so it never duplicates. ``OUT/SOURCES.tsv`` lists every kept file with its package, version, licence,
-kind and original path (the attribution record for CC-BY / CC-BY-SA images).
+written atomically (latentkit.io.atomic_write: temporary file, then rename); a rerun skips names that already
+exist (``--force`` rewrites them), so it never duplicates. ``OUT/SOURCES.tsv`` lists every kept file with its
+package, version, licence, kind and original path (the attribution record for CC-BY / CC-BY-SA images).
 """
 
 from __future__ import annotations
@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
 
     header = ["file", "source", "manager", "package", "version", "licence", "kind", "original"]
     atomic_write(args.out / "SOURCES.tsv",
-                lambda tmp: tmp.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n"))
+                 lambda tmp: tmp.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n"))
 
     print(f"\n{'source':13s} {'package':28s} {'version':22s} {'kept':>5s}  kinds / skipped")
     total: dict[str, int] = defaultdict(int)

@@ -82,8 +82,9 @@ def main() -> None:
                     help="fit the run into this many minutes of training: its speed, measured over its first "
                          "steps, sets the number of steps (at most --steps)")
     ap.add_argument("--phase", choices=tuple(PHASES), default="continue",
-                    help="continue: a cycle of the whole model; decoder: a cycle of the decoder alone; codec: tune the decoder for the .latent codec; "
-                         "codec-high: its second stage (from --init, the first stage's run)")
+                    help="continue: a cycle of the whole model; decoder: a cycle of the decoder alone; codec: tune "
+                         "the decoder for the .latent codec; codec-high: its second stage (from --init, the first "
+                         "stage's run)")
     ap.add_argument("--init", default=str(DEFAULT_MODEL_DIR),
                     help="weights a new run starts from (default: the shipped weights/default)")
     ap.add_argument("--disc-weight", type=float, default=0.0,
