@@ -102,6 +102,14 @@ def wavefront_indices(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.n
     return [(i, j, neighbour_index(h, w, i, j), activity_index(h, w, i, j)) for i, j in wavefronts(h, w)]
 
 
+@lru_cache(maxsize=8)
+def grid_indices(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The whole h x w plane in raster order (:func:`grid`): (rows, cols, :func:`neighbour_index`,
+    :func:`activity_index`), computed once per plane size (the rate search estimates the same size ~80 times)."""
+    rows, cols = grid(h, w)
+    return rows, cols, neighbour_index(h, w, rows, cols), activity_index(h, w, rows, cols)
+
+
 def _padded(plane: np.ndarray) -> np.ndarray:
     """The plane flattened, then one zero (what the index functions' index h * w reads)."""
     return np.append(plane.ravel(), plane.dtype.type(0))
@@ -186,7 +194,7 @@ class Channel:
 
     def __init__(self, q: np.ndarray, nbrs: np.ndarray, prev_err: np.ndarray | None, weights: np.ndarray):
         h, w = q.shape
-        rows, cols = grid(h, w)
+        rows, cols, _, act_index = grid_indices(h, w)
         self.weights = weights
         mu, self.offset = predict(nbrs, weights)
         self.r = q.ravel() - rounded(mu)
@@ -194,7 +202,7 @@ class Channel:
             raise LatentkitError("latent symbols out of range: use a lower quality")
         self.sym, _, self.size = to_symbols(self.r)
         self.err = np.abs((q.ravel() << WEIGHT_SHIFT) - mu).reshape(h, w)
-        self.lga = lg(activity(self.err, prev_err, rows, cols))
+        self.lga = lg(activity(self.err, prev_err, rows, cols, act_index))
 
     def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The context histogram's non-zero cells: (lg activity, offset index x ALPHABET + symbol, count)."""
@@ -233,9 +241,9 @@ def channels(q: np.ndarray, weights: np.ndarray | None = None) -> list[Channel]:
     """Coding plans of every channel; with `weights` None, each channel's weights are the cheapest of the
     default and the fitted ones (by the code length with model 8)."""
     out: list[Channel] = []
-    rows, cols = grid(*q.shape[1:])
+    rows, cols, nbr_index, _ = grid_indices(*q.shape[1:])
     for c in range(q.shape[0]):
-        nbrs = neighbours(q[c], q[c - 1] if c else None, rows, cols)
+        nbrs = neighbours(q[c], q[c - 1] if c else None, rows, cols, nbr_index)
         prev_err = out[-1].err if c else None
         if weights is not None:
             out.append(Channel(q[c], nbrs, prev_err, weights[c]))
@@ -250,6 +258,7 @@ def channel_bits(q: np.ndarray, model: int = 8) -> float:
     """Estimated code length in bits of one channel's symbols (h x w) on its own (no previous channel), with
     least-squares weights, context `model` and the best floor and param: what the encoder would pay, within a few
     bytes (it may find slightly shorter codes). Fast enough for the encoder's rate-distortion search."""
-    nbrs = neighbours(q, None, *grid(*q.shape))
+    rows, cols, nbr_index, _ = grid_indices(*q.shape)
+    nbrs = neighbours(q, None, rows, cols, nbr_index)
     ch = Channel(q, nbrs, None, fit_weights(q, nbrs, robust=False)[0])
     return float(param_costs(ch.cells(), [model]).min()) + ch.side_bits()
