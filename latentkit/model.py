@@ -460,6 +460,7 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
     x = pad_to_multiple(as_batch(images).to(p.device, p.dtype) * 2 - 1, downsampling_factor(vae))
     if tile is None:
         tile = tiling.should_tile(vae, *x.shape[-2:], op="encode")
+    fast = fast and runtime.strided_convs_safe(x.shape[-1], downsampling_factor(vae))
     with runtime.inference(p.device, fast):
         x = runtime.prepare_input(x, fast)
         post = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist

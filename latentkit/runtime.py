@@ -48,6 +48,15 @@ def inference(device: torch.device | str, fast: bool = True) -> Iterator[None]:
                 yield
 
 
+def strided_convs_safe(width: int, factor: int) -> bool:
+    """Whether the fast path may run an encoder on an input `width` pixels wide (padded to a multiple of its
+    downsampling `factor`). oneDNN's bf16 stride-2 convolutions (PyTorch 2.13, seen on an AMX Xeon) return
+    garbage, sometimes NaN, when their output is one column wide and three or more rows high (fp32 is right): an
+    encoder's last downsampler is one column wide when the input is `factor` pixels wide, so such inputs (at most
+    8 px wide) take the fp32 path."""
+    return width > factor
+
+
 def prepare_input(x: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """The network input in the fast path's memory layout (channels_last on CPU when `fast`)."""
     if fast and x.device.type == "cpu" and x.dim() == 4:
