@@ -26,6 +26,11 @@ Sections (``--sections``, all by default):
   dequantize of its input and output that a decoder whose GroupNorm and SiLU stay in floating point needs; their
   sums against the whole decode, the whole-decode speed-up they bound, and the int8 weights' own PSNR cost
   (weights quantized and dequantized, computed in fp32).
+- ``codec``: where a ``.latent`` encode and decode of ``--image`` at ``--quality`` spend their time in one
+  process (the file's model, as ``latentkit encode`` picks it): encode = encoder network + decoder gains + RD
+  step search + entropy coding (plan and range coding), decode = entropy decoding (incl. the check that the
+  payload is what the encoder writes) + decoder network; parts alternating, medians, shares of each total; with
+  the CLI's ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it.
 
 Prints the CPU, human-readable lines, then one JSON line per figure (``{"bench": "speed", "section": ...}``).
 On a shared machine compare the ratios of one run, not absolute figures across runs.
@@ -48,7 +53,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
-SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8")
+SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec")
 
 
 def cpu_name() -> str:
@@ -224,6 +229,43 @@ def tiled(size: int, model: str | None, rounds: int, image: str) -> dict:
     return {"section": "tiled", "width": size, "height": size, "rounds": rounds, "threads": torch.get_num_threads(),
             "untiled_s": round(med["untiled"], 2), "tiled_s": round(med["tiled"], 2),
             "tiled_over_untiled": round(med["tiled"] / med["untiled"], 3), "psnr_tiled_vs_untiled_db": round(agree, 2)}
+
+
+def codec(image: str, quality: int, model: str | None, rounds: int) -> dict:
+    """The codec section (module docstring): seconds and shares of encode's and decode's parts."""
+    import torch
+
+    from latentkit import model as lkmodel
+    from latentkit.codec import allocate, entropy, quant
+    from latentkit.codec.api import LatentEncoder, decode_latent, resolve_vae
+    from latentkit.io import read_image
+
+    im = read_image(image)
+    vae = resolve_vae(model)
+    enc = LatentEncoder(im, vae)
+    exps = allocate.choose_exponents(enc.latent, enc.gains, quality)
+    q = quant.quantize(enc.latent, exps)
+    data = enc.pack(quality)
+    _, latent, _ = decode_latent(data, vae)
+
+    def entropy_encode():
+        entropy.encode_symbols(q, entropy.choose_model(q))
+
+    parts = {"encoder_network": lambda: lkmodel.encode(vae, im.batch()),
+             "decoder_gains": lambda: allocate.decoder_gains(vae, enc.latent),
+             "rd_search": lambda: allocate.choose_exponents(enc.latent, enc.gains, quality),
+             "entropy_encode": entropy_encode,
+             "entropy_decode": lambda: decode_latent(data, vae),
+             "decoder_network": lambda: lkmodel.decode(vae, latent)}
+    med = _alternate(parts, rounds)
+    enc_parts, dec_parts = list(parts)[:4], list(parts)[4:]
+    enc_s, dec_s = sum(med[k] for k in enc_parts), sum(med[k] for k in dec_parts)
+    return {"section": "codec", "image": Path(image).name, "width": im.width, "height": im.height,
+            "quality": quality, "bytes": len(data), "rounds": rounds, "threads": torch.get_num_threads(),
+            "encode_s": round(enc_s, 3), "decode_s": round(dec_s, 3),
+            **{f"{k}_s": round(med[k], 4) for k in parts},
+            **{f"{k}_share": round(med[k] / enc_s, 3) for k in enc_parts},
+            **{f"{k}_share": round(med[k] / dec_s, 3) for k in dec_parts}}
 
 
 def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
@@ -404,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image", default=str(ROOT / "docs" / "demo" / "kodim23.png"), help="image of the process runs")
     p.add_argument("--big", type=int, default=4096, help="side of the peak-RSS roundtrip (default: %(default)s)")
     p.add_argument("--tiled-size", type=int, default=2048, help="side of the tiled-vs-untiled decode")
+    p.add_argument("--quality", type=int, default=50, help="quality of the codec section (default: %(default)s)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated from {', '.join(SECTIONS)}")
     p.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -415,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
                 "tiled": lambda: [tiled(int(params[1]), model, int(params[2]), params[3])],
                 "levers": lambda: levers(int(params[1]), int(params[2]), model, int(params[3])),
                 "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))],
-                "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))]}[section]()
+                "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))],
+                "codec": lambda: [codec(params[1], int(params[2]), model, int(params[3]))]}[section]()
         for r in recs:
             print(json.dumps(r))
         return 0
@@ -447,6 +491,11 @@ def main(argv: list[str] | None = None) -> int:
             records += compile_cold_warm(*_size(args.sizes.split(",")[0]), m, args.rounds)
         elif section == "int8":
             records += _child("int8", m, *map(str, _size(args.sizes.split(",")[0])), str(args.rounds))
+        elif section == "codec":  # with the OpenMP setting the CLI makes (unless the environment has one)
+            from latentkit.cli import OPENMP_ENV
+
+            env = {**OPENMP_ENV, **os.environ}
+            records += _child("codec", m, args.image, str(args.quality), str(args.rounds), env=env)
         for r in records:
             if r.get("_printed"):
                 continue

@@ -54,6 +54,19 @@ def test_entropy_coder_round_trip_with_escapes():
     assert abs(len(data) * 8 - plan.est_bits) < 64 + 0.01 * plan.est_bits  # the estimate the encoder plans with
 
 
+@pytest.mark.parametrize("size", [(8, 40), (40, 8), (1, 1)])
+def test_images_one_latent_column_or_row_wide_round_trip(micro_vae, size):
+    """A plane one column wide has empty wavefronts (odd 2 i + j): an 8 x 40 image once encoded, then failed to
+    decode ('zero-size array')."""
+    image = Image(torch.rand(3, size[1], size[0], generator=torch.Generator().manual_seed(2)))
+    data = compress(image, micro_vae, quality=90)
+    enc = LatentEncoder(image, micro_vae)
+    exps = allocate.choose_exponents(enc.latent, enc.gains, 90)
+    _, decoded, _ = decode_latent(data, micro_vae)
+    assert torch.equal(decoded[0], torch.from_numpy(quant.dequantize(quant.quantize(enc.latent, exps), exps)))
+    assert decompress(data, micro_vae).rgb.shape == (3, size[1], size[0])
+
+
 def test_wavefronts_cover_each_position_once_after_its_neighbours():
     h, w = 7, 11
     order = np.full((h, w), -1)
@@ -240,9 +253,31 @@ def test_neighbours_follow_the_fallback_rules_and_the_cached_indices_agree():
     assert (n["left"], n["up"], n["upleft"], n["upright"], n["med"]) == (70, 40, 30, 40, 70)
     e = np.arange(12).reshape(3, 4)
     assert context.activity(e, None, np.array([1]), np.array([1]))[0] == 2 * 4 + 2 * 1 + 0 + 2  # no left2 / up2
+    # the previous channel: its symbol at the same place, and twice its error in the activity
+    assert context.neighbours(p, p + 1, np.array([1]), np.array([2]))[-1, 0] == 71
+    assert context.activity(e, 10 * e, np.array([1]), np.array([1]))[0] == 2 * 4 + 2 * 1 + 0 + 2 + 2 * 50
     h, w = 5, 6
     q = np.random.default_rng(0).integers(-9, 9, (h, w))
     err = np.random.default_rng(1).integers(0, 99, (h, w))
-    for rows, cols, nbr, act in context.wavefront_indices(h, w):
+    for (rows, cols), (k, nbr, act) in zip(context.wavefronts(h, w), context.wavefront_indices(h, w)):
+        assert np.array_equal(k, rows * w + cols)
         assert np.array_equal(context.neighbours(q, q, rows, cols, nbr), context.neighbours(q, q, rows, cols))
         assert np.array_equal(context.activity(err, err, rows, cols, act), context.activity(err, err, rows, cols))
+
+
+def test_param_costs_are_the_code_lengths_of_each_model_floor_and_param():
+    """The coding plan's cost table against its definition: each cell's bits at scale_index(lg, m, p, f) times
+    its count (the table is computed with flat indices and floors as maxima, for speed)."""
+    from latentkit.codec.entropy import context
+
+    q = np.round(np.random.default_rng(4).laplace(0, 2, (12, 15))).astype(np.int64)
+    ch = context.Channel(q, context.neighbours(q, None, *context.grid(*q.shape)), None, np.array(context.DEFAULT_WEIGHTS))
+    g, key, counts = ch.cells()
+    _, bits = entropy.tables()
+    bits = bits.reshape(entropy.NUM_SCALES, -1)
+    costs = context.param_costs(ch.cells(), [0, 5, 15])
+    for j, m in enumerate([0, 5, 15]):
+        for f in range(len(entropy.FLOORS)):
+            for p in (0, 100, 127, 128, 140, 200, 255):
+                want = sum(bits[context.scale_index(gi, m, p, f), ki] * ci for gi, ki, ci in zip(g, key, counts))
+                assert costs[j, f, p] == pytest.approx(want, rel=1e-12)

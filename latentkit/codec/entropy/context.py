@@ -26,7 +26,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...errors import LatentkitError
-from .tables import ALPHABET, MAX_RESIDUAL, NUM_OFFSETS, NUM_SCALES, lg, tables, to_symbols
+from .tables import ALPHABET, MAX_RESIDUAL, NUM_LG, NUM_OFFSETS, NUM_SCALES, lg, tables, to_symbols
 
 PARAM_BIAS = 128
 #: lowest scale index a channel may use (its index travels in the payload, 2 bits)
@@ -46,11 +46,13 @@ WEIGHT_TABLE = (28, NUM_OFFSETS // 2)
 
 @lru_cache(maxsize=8)
 def wavefronts(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The wavefronts ``2 i + j = d`` of an h x w plane, in coding order: list of (rows, cols)."""
+    """The wavefronts ``2 i + j = d`` of an h x w plane, in coding order: list of (rows, cols). Empty ones (odd d
+    in a plane one column wide) are left out."""
     out = []
     for d in range(2 * (h - 1) + w):
         i = np.arange(max(0, -(-(d - w + 1) // 2)), min(h - 1, d // 2) + 1)
-        out.append((i, d - 2 * i))
+        if len(i):
+            out.append((i, d - 2 * i))
     return out
 
 
@@ -61,10 +63,10 @@ def grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def neighbour_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Where :func:`neighbours` reads the in-plane neighbours other than ``med`` (left, up, upleft, upright, left2,
-    up2, up2right, up2left, upleft2; 9 x n): flat indices into an h x w plane followed by one zero (index h * w,
-    for "0"), with the fallbacks resolved. They depend on the positions only, so a decoder computes them once per
-    plane size (:func:`wavefront_indices`)."""
+    """Where :func:`neighbours` reads its inputs other than ``med`` (left, up, upleft, upright, left2, up2,
+    up2right, up2left, upleft2, prev; 10 x n): flat indices into :func:`padded` planes, with the fallbacks
+    resolved. They depend on the positions only, so a decoder computes them once per plane size
+    (:func:`wavefront_indices`)."""
     zero = h * w
     hl, hu, hr = cols > 0, rows > 0, cols < w - 1
     r1, r2 = np.maximum(rows - 1, 0) * w, np.maximum(rows - 2, 0) * w
@@ -79,12 +81,13 @@ def neighbour_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.nd
     up2right = np.where((rows > 1) & hr, r2 + cr, up2)
     up2left = np.where((rows > 1) & hl, r2 + c1, up2)
     upleft2 = np.where(hu & (cols > 1), r1 + c2, upleft)
-    return np.stack([left, up, upleft, upright, left2, up2, up2right, up2left, upleft2])
+    prev = zero + 1 + rows * w + cols
+    return np.stack([left, up, upleft, upright, left2, up2, up2right, up2left, upleft2, prev])
 
 
 def activity_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Where :func:`activity` reads the plane's errors (left, up, upleft, upright, left2, up2; 6 x n): flat indices
-    into an h x w plane followed by one zero (index h * w), which stands for terms outside the plane."""
+    """Where :func:`activity` reads the errors (left, up, upleft, upright, left2, up2, prev; 7 x n): flat indices
+    into :func:`padded` error planes; terms outside the plane read the zero (index h * w)."""
     zero = h * w
     hl, hu = cols > 0, rows > 0
     r1, c1 = np.maximum(rows - 1, 0) * w, np.maximum(cols - 1, 0)
@@ -92,27 +95,47 @@ def activity_index(h: int, w: int, rows: np.ndarray, cols: np.ndarray) -> np.nda
     return np.stack([np.where(hl, rows * w + c1, zero), np.where(hu, r1 + cols, zero),
                      np.where(hl & hu, r1 + c1, zero), upright,
                      np.where(cols > 1, rows * w + np.maximum(cols - 2, 0), zero),
-                     np.where(rows > 1, np.maximum(rows - 2, 0) * w + cols, zero)])
+                     np.where(rows > 1, np.maximum(rows - 2, 0) * w + cols, zero),
+                     zero + 1 + rows * w + cols])
 
 
 @lru_cache(maxsize=8)
-def wavefront_indices(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """For each wavefront of an h x w plane (:func:`wavefronts`): (rows, cols, :func:`neighbour_index`,
-    :func:`activity_index`)."""
-    return [(i, j, neighbour_index(h, w, i, j), activity_index(h, w, i, j)) for i, j in wavefronts(h, w)]
+def wavefront_indices(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """For each wavefront of an h x w plane (:func:`wavefronts`): (flat positions ``rows * w + cols``,
+    :func:`neighbour_index`, :func:`activity_index`)."""
+    return [(i * w + j, neighbour_index(h, w, i, j), activity_index(h, w, i, j)) for i, j in wavefronts(h, w)]
 
 
 @lru_cache(maxsize=8)
-def grid_indices(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The whole h x w plane in raster order (:func:`grid`): (rows, cols, :func:`neighbour_index`,
-    :func:`activity_index`), computed once per plane size (the rate search estimates the same size ~80 times)."""
+def wavefront_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """(flat positions of an h x w plane in coding order, the end of each wavefront in that order)."""
+    fronts = [i * w + j for i, j in wavefronts(h, w)]
+    return np.concatenate(fronts), np.cumsum([len(k) for k in fronts])
+
+
+@lru_cache(maxsize=8)
+def grid_indices(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """The whole h x w plane in raster order: (:func:`neighbour_index`, :func:`activity_index`), computed once per
+    plane size (the rate search estimates the same size ~80 times)."""
     rows, cols = grid(h, w)
-    return rows, cols, neighbour_index(h, w, rows, cols), activity_index(h, w, rows, cols)
+    return neighbour_index(h, w, rows, cols), activity_index(h, w, rows, cols)
 
 
-def _padded(plane: np.ndarray) -> np.ndarray:
-    """The plane flattened, then one zero (what the index functions' index h * w reads)."""
-    return np.append(plane.ravel(), plane.dtype.type(0))
+def padded(plane: np.ndarray, prev: np.ndarray | None) -> np.ndarray:
+    """What the index functions index (int64, 2 h w + 1): the plane (h x w) flattened, one zero (for reads
+    outside the plane), then the previous channel's plane flattened (zeros for the first channel, `prev` None)."""
+    flat = plane.ravel()
+    out = np.concatenate([flat, [0], np.zeros_like(flat) if prev is None else prev.ravel()])
+    return out.astype(np.int64, copy=False)
+
+
+def gather_neighbours(planes: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """:func:`neighbours` of :func:`padded` planes, read through `index` (:func:`neighbour_index` of the
+    positions)."""
+    v = planes[index]
+    left, up, upleft = v[0], v[1], v[2]
+    med = np.maximum(np.minimum(left, up), np.minimum(np.maximum(left, up), left + up - upleft))
+    return np.concatenate([v[:6], med[None], v[6:]])
 
 
 def neighbours(plane: np.ndarray, prev: np.ndarray | None, rows: np.ndarray, cols: np.ndarray,
@@ -123,13 +146,17 @@ def neighbours(plane: np.ndarray, prev: np.ndarray | None, rows: np.ndarray, col
     up-up -> up, up-up-left and up-up-right -> up-up, up-left-left -> up-left; ``prev`` (the previous
     channel's symbols, h x w) is 0 for the first channel. ``med`` is the median of left, up and
     left + up - up-left. ``index``: :func:`neighbour_index` of these positions, when the caller has it."""
-    if index is None:
-        index = neighbour_index(*plane.shape, rows, cols)
-    v = _padded(plane).astype(np.int64, copy=False)[index]
-    left, up, upleft = v[0], v[1], v[2]
-    med = np.maximum(np.minimum(left, up), np.minimum(np.maximum(left, up), left + up - upleft))
-    other = prev[rows, cols].astype(np.int64) if prev is not None else np.zeros_like(up)
-    return np.concatenate([v[:6], med[None], v[6:], other[None]])
+    return gather_neighbours(padded(plane, prev), neighbour_index(*plane.shape, rows, cols) if index is None else index)
+
+
+#: the weights of the terms :func:`activity_index` reads (left, up, upleft, upright, left2, up2, prev)
+ACTIVITY_WEIGHTS = np.array([2, 2, 1, 1, 1, 1, 2], dtype=np.int64)
+
+
+def gather_activity(errors: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """:func:`activity` of :func:`padded` error planes, read through `index` (:func:`activity_index` of the
+    positions)."""
+    return ACTIVITY_WEIGHTS @ errors[index]
 
 
 def activity(err: np.ndarray, prev_err: np.ndarray | None, rows: np.ndarray, cols: np.ndarray,
@@ -138,18 +165,14 @@ def activity(err: np.ndarray, prev_err: np.ndarray | None, rows: np.ndarray, col
     (rows, cols) from the absolute prediction errors ``err`` of the plane and ``prev_err`` of the previous
     channel's (h x w each, units of 1/64 symbol; 0 where not coded yet; terms outside the plane count 0).
     ``index``: :func:`activity_index` of these positions, when the caller has it."""
-    if index is None:
-        index = activity_index(*err.shape, rows, cols)
-    e = _padded(err)[index]
-    a = 2 * (e[0] + e[1]) + e[2] + e[3] + e[4] + e[5]
-    return a + 2 * prev_err[rows, cols] if prev_err is not None else a
+    return gather_activity(padded(err, prev_err), activity_index(*err.shape, rows, cols) if index is None else index)
 
 
 def predict(nbrs: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mu in units of 1/64 symbol, offset index) from neighbours (len(NEIGHBOURS) x n) and integer weights."""
     mu = np.asarray(weights, dtype=np.int64) @ nbrs
-    frac = mu - (((mu + (1 << (WEIGHT_SHIFT - 1))) >> WEIGHT_SHIFT) << WEIGHT_SHIFT)  # in [-32, 32)
-    return mu, (frac + (1 << (WEIGHT_SHIFT - 1))) * NUM_OFFSETS >> WEIGHT_SHIFT
+    # the offset index of the fraction mu - 64 rounded(mu) in [-32, 32): (mu + 32) mod 64 scaled to NUM_OFFSETS
+    return mu, ((mu + (1 << (WEIGHT_SHIFT - 1))) & ((1 << WEIGHT_SHIFT) - 1)) * NUM_OFFSETS >> WEIGHT_SHIFT
 
 
 def rounded(mu: np.ndarray) -> np.ndarray:
@@ -190,19 +213,20 @@ def _weight_bits(weights: np.ndarray) -> float:
 
 
 class Channel:
-    """One channel's coding plan: residual symbols, offset indices and log-activities, flattened raster order."""
+    """One channel's coding plan, flattened raster order: residual symbols (alphabet index ``sym``, escape offset
+    ``esc`` and escape size ``size``), offset indices, absolute prediction errors ``err`` and log-activities.
+    ``prev_err``: the previous channel's ``err`` (None for the first channel)."""
 
     def __init__(self, q: np.ndarray, nbrs: np.ndarray, prev_err: np.ndarray | None, weights: np.ndarray):
-        h, w = q.shape
-        rows, cols, _, act_index = grid_indices(h, w)
+        _, act_index = grid_indices(*q.shape)
         self.weights = weights
         mu, self.offset = predict(nbrs, weights)
-        self.r = q.ravel() - rounded(mu)
-        if np.abs(self.r).max(initial=0) > MAX_RESIDUAL:
+        r = q.ravel() - rounded(mu)
+        if np.abs(r).max(initial=0) > MAX_RESIDUAL:
             raise LatentkitError("latent symbols out of range: use a lower quality")
-        self.sym, _, self.size = to_symbols(self.r)
-        self.err = np.abs((q.ravel() << WEIGHT_SHIFT) - mu).reshape(h, w)
-        self.lga = lg(activity(self.err, prev_err, rows, cols, act_index))
+        self.sym, self.esc, self.size = to_symbols(r)
+        self.err = np.abs((q.ravel() << WEIGHT_SHIFT) - mu)
+        self.lga = lg(gather_activity(padded(self.err, prev_err), act_index))
 
     def cells(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The context histogram's non-zero cells: (lg activity, offset index x ALPHABET + symbol, count)."""
@@ -215,9 +239,15 @@ class Channel:
         return float(np.log2(self.size[self.size > 0]).sum()) + np.log2(len(FLOORS)) + _weight_bits(self.weights)
 
 
+def scale_table(model: int, param: int, floor: int) -> np.ndarray:
+    """:func:`scale_index` of every log-activity value (what a decoder looks up per channel)."""
+    return scale_index(np.arange(NUM_LG), model, param, floor)
+
+
 def scale_index(lga: np.ndarray, model: int, param: np.ndarray | int, floor: int) -> np.ndarray:
     """The table scale index of each position from its log-activity (see the module docstring)."""
-    return np.clip(((model * lga) >> 3) + (np.asarray(param) - PARAM_BIAS), FLOORS[floor], NUM_SCALES - 1)
+    s = ((model * lga) >> 3) + (np.asarray(param) - PARAM_BIAS)
+    return np.minimum(np.maximum(s, FLOORS[floor]), NUM_SCALES - 1)  # np.clip's checks cost more on small arrays
 
 
 def param_costs(cells: tuple[np.ndarray, np.ndarray, np.ndarray], models: range | list[int]) -> np.ndarray:
@@ -228,12 +258,14 @@ def param_costs(cells: tuple[np.ndarray, np.ndarray, np.ndarray], models: range 
     groups, starts = np.unique(g_idx, return_index=True)
     # groups x scales, by elementwise sums (no BLAS: its threads stall on small products when cores are busy)
     per_scale = np.add.reduceat(bits.reshape(NUM_SCALES, -1)[:, k_idx].T * counts[:, None], starts, axis=0)
-    cands = np.arange(256)
+    flat, rows = per_scale.ravel(), (np.arange(len(groups)) * NUM_SCALES)[:, None]
     out = np.zeros((len(models), len(FLOORS), 256))
     for j, m in enumerate(models):
-        for f in range(len(FLOORS)):
-            idx = scale_index(groups[:, None], m, cands[None, :], f)  # groups x params
-            out[j, f] = np.take_along_axis(per_scale, idx, axis=1).sum(0)
+        # flat indices into per_scale (groups x params) with the lowest floor (0); a higher floor is the maximum
+        # of those and its own scale index
+        idx = scale_index(groups[:, None], m, np.arange(256)[None, :], 0) + rows
+        for f, lowest in enumerate(FLOORS):
+            out[j, f] = flat[np.maximum(idx, rows + lowest) if lowest else idx].sum(0)
     return out
 
 
@@ -241,9 +273,9 @@ def channels(q: np.ndarray, weights: np.ndarray | None = None) -> list[Channel]:
     """Coding plans of every channel; with `weights` None, each channel's weights are the cheapest of the
     default and the fitted ones (by the code length with model 8)."""
     out: list[Channel] = []
-    rows, cols, nbr_index, _ = grid_indices(*q.shape[1:])
+    nbr_index, _ = grid_indices(*q.shape[1:])
     for c in range(q.shape[0]):
-        nbrs = neighbours(q[c], q[c - 1] if c else None, rows, cols, nbr_index)
+        nbrs = gather_neighbours(padded(q[c], q[c - 1] if c else None), nbr_index)
         prev_err = out[-1].err if c else None
         if weights is not None:
             out.append(Channel(q[c], nbrs, prev_err, weights[c]))
@@ -258,7 +290,7 @@ def channel_bits(q: np.ndarray, model: int = 8) -> float:
     """Estimated code length in bits of one channel's symbols (h x w) on its own (no previous channel), with
     least-squares weights, context `model` and the best floor and param: what the encoder would pay, within a few
     bytes (it may find slightly shorter codes). Fast enough for the encoder's rate-distortion search."""
-    rows, cols, nbr_index, _ = grid_indices(*q.shape)
-    nbrs = neighbours(q, None, rows, cols, nbr_index)
+    nbr_index, _ = grid_indices(*q.shape)
+    nbrs = gather_neighbours(padded(q, None), nbr_index)
     ch = Channel(q, nbrs, None, fit_weights(q, nbrs, robust=False)[0])
     return float(param_costs(ch.cells(), [model]).min()) + ch.side_bits()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import constriction
 import numpy as np
@@ -12,9 +13,9 @@ import numpy as np
 from ...errors import LatentkitError
 from ..quant import MAX_SYMBOL
 from .context import (DEFAULT_WEIGHTS, FLOORS, MAX_MODEL, NEIGHBOURS, WEIGHT_MAX, WEIGHT_MIN, WEIGHT_SHIFT,
-                      WEIGHT_TABLE, activity, channels, neighbours, param_costs, predict, rounded, scale_index,
-                      wavefront_indices, wavefronts)
-from .tables import escape_sizes, from_symbols, lg, tables, to_symbols
+                      WEIGHT_TABLE, channels, gather_activity, gather_neighbours, padded, param_costs, predict,
+                      rounded, scale_index, scale_table, wavefront_indices, wavefront_order)
+from .tables import ALPHABET, EXACT, FIRST_ESCAPE, NUM_OFFSETS, escape_sizes, from_symbols, lg, tables, to_symbols
 
 @dataclass
 class Plan:
@@ -41,6 +42,7 @@ def choose_model(q: np.ndarray) -> Plan:
     return Plan(m, params.astype(np.uint8), floors, np.stack([ch.weights for ch in chans]), float(total[m]))
 
 
+@lru_cache(maxsize=1)
 def _coders() -> tuple:
     return constriction.stream.model.Categorical(perfect=False), constriction.stream.model.Uniform()
 
@@ -54,15 +56,26 @@ def _encode_residuals(enc, r: np.ndarray, probs: np.ndarray) -> None:
         enc.encode(off[esc], uni, size[esc])
 
 
-def _decode_residuals(dec, probs: np.ndarray) -> np.ndarray:
+def _decode_residuals(dec, probs: np.ndarray, echo=None) -> np.ndarray:
+    """Residuals decoded with probability rows `probs`, and written again to the encoder `echo` if given."""
     fam, uni = _coders()
     sym = dec.decode(fam, probs)
+    if echo is not None:
+        echo.encode(sym, fam, probs)
+    if sym.max(initial=0) < FIRST_ESCAPE:  # no escapes (the common case)
+        return sym.astype(np.int64) - (EXACT - 1)
     size = escape_sizes(sym)
-    off = np.zeros(len(sym), dtype=np.int64)
+    off = np.zeros(len(sym), dtype=np.int32)
     esc = size > 0
-    if esc.any():
-        off[esc] = dec.decode(uni, size[esc])
+    off[esc] = dec.decode(uni, size[esc])
+    if echo is not None:
+        echo.encode(off[esc], uni, size[esc])
     return from_symbols(sym, off)
+
+
+def _prob_rows() -> np.ndarray:
+    """The probability tables as rows (NUM_SCALES * NUM_OFFSETS) x ALPHABET: table (s, i) is row s * NUM_OFFSETS + i."""
+    return tables()[0].reshape(-1, ALPHABET)
 
 
 def _weight_probs() -> np.ndarray:
@@ -78,23 +91,37 @@ def _decode_uniform(dec, size: int) -> int:
     return int(dec.decode(_coders()[1], np.array([size], dtype=np.int32))[0])
 
 
+def _encode_side(enc, floor: int, weights: np.ndarray) -> None:
+    """A channel's side information: its floor index, a flag for custom weights, their differences if so."""
+    _encode_uniform(enc, floor, len(FLOORS))
+    custom = not np.array_equal(weights, DEFAULT_WEIGHTS)
+    _encode_uniform(enc, int(custom), 2)
+    if custom:
+        _encode_residuals(enc, weights - np.array(DEFAULT_WEIGHTS), _weight_probs())
+
+
 def encode_symbols(q: np.ndarray, plan: Plan) -> bytes:
     """Symbols C x h x w (int) -> range-coded bytes, as `plan` says (see :func:`choose_model`). Per channel the
     payload holds the floor index, a flag for custom weights, the weights' differences from the defaults if
     so, then the symbols' residuals wavefront by wavefront (each wavefront's escape offsets after it)."""
-    probs, _ = tables()
     enc = constriction.stream.queue.RangeEncoder()
+    fam, uni = _coders()
     C, h, w = q.shape
+    order, ends = wavefront_order(h, w)
     for c, ch in enumerate(channels(q, np.asarray(plan.weights, dtype=np.int64))):
-        _encode_uniform(enc, int(plan.floors[c]), len(FLOORS))
-        custom = not np.array_equal(ch.weights, DEFAULT_WEIGHTS)
-        _encode_uniform(enc, int(custom), 2)
-        if custom:
-            _encode_residuals(enc, ch.weights - np.array(DEFAULT_WEIGHTS), _weight_probs())
+        _encode_side(enc, int(plan.floors[c]), ch.weights)
         s_idx = scale_index(ch.lga, plan.model, int(plan.params[c]), int(plan.floors[c]))
-        for rows, cols in wavefronts(h, w):
-            k = rows * w + cols
-            _encode_residuals(enc, ch.r[k], probs[s_idx[k], ch.offset[k]])
+        probs = _prob_rows().take(s_idx[order] * NUM_OFFSETS + ch.offset[order], axis=0)
+        sym, esc, size = ch.sym[order], ch.esc[order], ch.size[order]
+        # the symbols run on in one call up to the end of each wavefront that has escapes, then those escapes
+        start = 0
+        for end in np.unique(ends[np.searchsorted(ends, np.flatnonzero(size), side="right")]):
+            enc.encode(sym[start:end], fam, probs[start:end])
+            has = np.flatnonzero(size[start:end]) + start
+            enc.encode(esc[has], uni, size[has])
+            start = end
+        if start < len(sym):
+            enc.encode(sym[start:], fam, probs[start:])
     return enc.get_compressed().astype("<u4").tobytes()
 
 
@@ -116,12 +143,14 @@ def _decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params
         raise LatentkitError("corrupt .latent payload (empty)")
     if len(data) % 4:
         raise LatentkitError("corrupt .latent payload (length is not a whole number of words)")
-    probs, _ = tables()
     dec = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    # everything decoded is written again, as encode_symbols writes it, to `echo`: the payload must be exactly
+    # those bytes, which catches trailing or altered words that the range decoder's lookahead hides
+    echo = constriction.stream.queue.RangeEncoder()
+    prob_rows = _prob_rows()
     C, h, w = shape
     q = np.zeros(shape, dtype=np.int64)
     prev_err = None
-    floors, all_weights = [], []
     for c in range(C):
         floor = _decode_uniform(dec, len(FLOORS))
         weights = np.array(DEFAULT_WEIGHTS)
@@ -129,25 +158,24 @@ def _decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params
             weights = weights + _decode_residuals(dec, _weight_probs())
         if np.any(weights < WEIGHT_MIN) or np.any(weights > WEIGHT_MAX):
             raise LatentkitError("corrupt .latent payload (predictor weight out of range)")
-        floors.append(floor)
-        all_weights.append(weights)
-        qc, prev = q[c], q[c - 1] if c else None
-        err = np.zeros((h, w), dtype=np.int64)
-        for rows, cols, nbr_index, act_index in wavefront_indices(h, w):
-            mu, offset = predict(neighbours(qc, prev, rows, cols, nbr_index), weights)
-            s_idx = scale_index(lg(activity(err, prev_err, rows, cols, act_index)), model, int(params[c]), floor)
-            v = rounded(mu) + _decode_residuals(dec, probs[s_idx, offset])
+        _encode_side(echo, floor, weights)
+        # the plane and its errors beside the previous channel's, as the index functions read them (context.padded)
+        empty = np.zeros((h, w), dtype=np.int64)
+        qc, err = padded(empty, q[c - 1] if c else None), padded(empty, prev_err)
+        rows = scale_table(model, int(params[c]), floor) * NUM_OFFSETS  # the first table row of each lg value
+        for k, nbr_index, act_index in wavefront_indices(h, w):
+            mu, offset = predict(gather_neighbours(qc, nbr_index), weights)
+            row = rows[lg(gather_activity(err, act_index))] + offset
+            v = rounded(mu) + _decode_residuals(dec, prob_rows.take(row, axis=0), echo)  # take: faster than []
             if np.abs(v).max() > MAX_SYMBOL:
                 raise LatentkitError("corrupt .latent payload (symbol out of range)")
-            qc[rows, cols] = v
-            err[rows, cols] = np.abs((v << WEIGHT_SHIFT) - mu)
-        prev_err = err
+            qc[k] = v
+            err[k] = np.abs((v << WEIGHT_SHIFT) - mu)
+        q[c] = qc[:h * w].reshape(h, w)
+        prev_err = err[:h * w]
     if not dec.maybe_exhausted():
         raise LatentkitError("corrupt .latent payload (data left over after the last symbol)")
-    # the payload must be exactly what the encoder writes for these symbols: catches trailing or altered words
-    # that the range decoder's lookahead hides (about a quarter of the entropy decoding's time)
-    plan = Plan(model, np.asarray(params), np.array(floors), np.stack(all_weights))
-    if encode_symbols(q, plan) != data:
+    if echo.get_compressed().astype("<u4").tobytes() != data:
         raise LatentkitError("corrupt .latent payload (not what the encoder writes for its symbols: trailing or "
                              "altered bytes)")
     return q

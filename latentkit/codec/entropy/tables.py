@@ -18,10 +18,14 @@ import numpy as np
 EXACT = 64
 NUM_CLASSES = 15
 ALPHABET = 2 * EXACT - 1 + 2 * NUM_CLASSES
+#: the first alphabet index that is an escape class
+FIRST_ESCAPE = 2 * EXACT - 1
 MAX_RESIDUAL = (EXACT << NUM_CLASSES) - 1
 NUM_SCALES = 64
 NUM_OFFSETS = 16
 MAX_ACTIVITY = 1 << 30
+#: lg values 0..NUM_LG - 1 (round(4 log2(MAX_ACTIVITY + 1)) = 120)
+NUM_LG = 121
 _FP = 62  # fixed-point fraction bits
 _PROB_BITS = 30
 
@@ -97,17 +101,22 @@ def _lg_thresholds() -> np.ndarray:
             break
         t.append(max(x, t[-1]))
         j += 1
+    assert len(t) == NUM_LG
     return np.array(t, dtype=np.int64)
 
 
 def lg(a: np.ndarray) -> np.ndarray:
-    """round(4 log2(a + 1)) for integer activities a >= 0, by integer thresholds."""
-    return np.searchsorted(_lg_thresholds(), np.minimum(a, MAX_ACTIVITY), side="right") - 1
+    """round(4 log2(a + 1)) for integer activities a >= 0 (capped at MAX_ACTIVITY), by integer thresholds: in
+    0..NUM_LG - 1."""
+    return _lg_thresholds().searchsorted(a, side="right") - 1  # the thresholds end at or below MAX_ACTIVITY
 
 
 def to_symbols(r: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Residuals -> (alphabet index, escape offset, escape alphabet size; size 0 = no escape)."""
     mag = np.abs(r)
+    if mag.max(initial=0) < EXACT:  # no escapes (the common case: skips the class arithmetic)
+        zeros = np.zeros(len(mag), dtype=np.int32)
+        return (r + (EXACT - 1)).astype(np.int32), zeros, zeros
     exact = mag < EXACT
     cls = np.where(exact, 0, np.floor(np.log2(np.maximum(mag, EXACT) / EXACT)).astype(np.int64))
     # guard float log2 at powers of two
