@@ -26,6 +26,12 @@ Sections (``--sections``, all by default):
   dequantize of its input and output that a decoder whose GroupNorm and SiLU stay in floating point needs; their
   sums against the whole decode, the whole-decode speed-up they bound, and the int8 weights' own PSNR cost
   (weights quantized and dequantized, computed in fp32).
+- ``malloc``: latentkit as shipped (its fast path makes glibc keep freed memory, process-wide:
+  ``latentkit.runtime.keep_freed_memory``) against stock diffusers fp32 with glibc's defaults (as a user's script
+  runs) and against latentkit with ``LATENTKIT_KEEP_FREED_MEMORY=0``, each contender in its own fresh process,
+  the processes alternating (``--rounds`` rounds each inside, medians over processes of their medians), for
+  each ``--sizes``; minor page faults per call. (``inproc`` runs with ``LATENTKIT_KEEP_FREED_MEMORY=0``: once
+  latentkit has run, the setting would speed up the stock calls of the same process too.)
 - ``codec``: where a ``.latent`` encode and decode of ``--image`` at ``--quality`` spend their time in one
   process (the file's model, as ``latentkit encode`` picks it): encode = encoder network + decoder gains + RD
   step search + entropy coding (plan and range coding), decode = entropy decoding (incl. the check that the
@@ -53,7 +59,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
-SECTIONS = ("inproc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec")
+SECTIONS = ("inproc", "malloc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec")
 
 
 def cpu_name() -> str:
@@ -85,6 +91,25 @@ def _alternate(contenders: dict, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def _ops(vae, x, z) -> dict[str, dict]:
+    """{"stock" | "latentkit": {"encode" | "decode": callable}} for image x (1 x 3 x H x W in [0, 1]) and latent z:
+    stock diffusers fp32 under ``torch.no_grad`` as a user writes it, and latentkit's fast path."""
+    import torch
+
+    import latentkit
+
+    def stock_enc():
+        with torch.no_grad():
+            return vae.encode(x * 2 - 1).latent_dist.mean
+
+    def stock_dec():
+        with torch.no_grad():
+            return vae.decode(z).sample
+
+    return {"stock": {"encode": stock_enc, "decode": stock_dec},
+            "latentkit": {"encode": lambda: latentkit.encode(vae, x), "decode": lambda: latentkit.decode(vae, z)}}
+
+
 def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -103,16 +128,10 @@ def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
             f()
         flops[op] = counter.get_total_flops()
 
-    def stock_enc():
-        with torch.no_grad():
-            return vae.encode(x * 2 - 1).latent_dist.mean
-
-    def stock_dec():
-        with torch.no_grad():
-            return vae.decode(z).sample
-
-    med = _alternate({"stock_encode": stock_enc, "latentkit_encode": lambda: latentkit.encode(vae, x),
-                      "stock_decode": stock_dec, "latentkit_decode": lambda: latentkit.decode(vae, z)}, rounds)
+    ops = _ops(vae, x, z)
+    med = _alternate({"stock_encode": ops["stock"]["encode"], "latentkit_encode": ops["latentkit"]["encode"],
+                      "stock_decode": ops["stock"]["decode"], "latentkit_decode": ops["latentkit"]["decode"]},
+                     rounds)
     fast_psnr = psnr(latentkit.decode(vae, z, fast=False), latentkit.decode(vae, z)).item()
     rec = {"section": "inproc", "width": w, "height": h, "rounds": rounds, "threads": torch.get_num_threads(),
            **{f"{k}_s": round(v, 4) for k, v in med.items()},
@@ -124,6 +143,52 @@ def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
            "latentkit_encode_gflops": round(flops["encode"] / 1e9 / med["latentkit_encode"], 1),
            "latentkit_decode_gflops": round(flops["decode"] / 1e9 / med["latentkit_decode"], 1),
            "fast_vs_fp32_decode_psnr_db": round(fast_psnr, 2)}
+    return rec
+
+
+def one_contender(contender: str, w: int, h: int, model: str | None, rounds: int) -> dict:
+    """One process of the malloc section: `contender` ("stock" or "latentkit") encoding and decoding a w x h
+    image `rounds` times after a warm-up; medians and minor page faults per call."""
+    import resource
+
+    import torch
+
+    import latentkit
+
+    vae = latentkit.load_vae(model)
+    x = _image(w, h)
+    with torch.no_grad():
+        z = vae.encode(x * 2 - 1).latent_dist.mean
+    out = {}
+    for op, f in _ops(vae, x, z)[contender].items():
+        f()
+        times, faults = [], []
+        for _ in range(rounds):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            times.append(_timed(f))
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        out[f"{op}_s"], out[f"{op}_faults"] = statistics.median(times), statistics.median(faults)
+    return out
+
+
+def malloc(w: int, h: int, model: str, rounds: int, processes: int = 3) -> dict:
+    """The malloc section (module docstring) at one size."""
+    contenders = {"stock": ("stock", "1"), "latentkit": ("latentkit", "1"), "latentkit_no_keep": ("latentkit", "0")}
+    runs: dict[str, list[dict]] = {k: [] for k in contenders}
+    for _ in range(processes):
+        for name, (who, keep) in contenders.items():
+            env = {**os.environ, "LATENTKIT_KEEP_FREED_MEMORY": keep}
+            runs[name] += _child("one", model, who, str(w), str(h), str(rounds), env=env)
+    rec: dict = {"section": "malloc", "width": w, "height": h, "rounds": rounds, "processes": processes}
+    for name, recs in runs.items():
+        for key in ("encode_s", "decode_s", "encode_faults", "decode_faults"):
+            vals = [r[key] for r in recs if key in r]
+            rec[f"{name}_{key}"] = round(statistics.median(vals), 4) if vals else None
+    for op in ("encode", "decode"):
+        s, k, n = (rec[f"{c}_{op}_s"] for c in ("stock", "latentkit", "latentkit_no_keep"))
+        if s and k and n:
+            rec[f"{op}_ratio_vs_stock"] = round(s / k, 3)
+            rec[f"{op}_keep_gain"] = round(n / k, 3)
     return rec
 
 
@@ -459,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
                 "levers": lambda: levers(int(params[1]), int(params[2]), model, int(params[3])),
                 "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))],
                 "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))],
+                "one": lambda: [one_contender(params[1], int(params[2]), int(params[3]), model, int(params[4]))],
                 "codec": lambda: [codec(params[1], int(params[2]), model, int(params[3]))]}[section]()
         for r in recs:
             print(json.dumps(r))
@@ -472,9 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_name()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
           f"load average {os.getloadavg()[0]:.2f}")
     for section in sections:
-        if section == "inproc":
+        if section == "inproc":  # compute alone: the malloc setting would speed up stock's calls here too
             for s in args.sizes.split(","):
-                records += _child("inproc", m, *map(str, _size(s)), str(args.rounds))
+                records += _child("inproc", m, *map(str, _size(s)), str(args.rounds),
+                                  env={**os.environ, "LATENTKIT_KEEP_FREED_MEMORY": "0"})
+        elif section == "malloc":
+            for s in args.sizes.split(","):
+                records.append(malloc(*_size(s), m, args.rounds))
         elif section == "peak":
             records += _child("peak", m)
         elif section == "process":

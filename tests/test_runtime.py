@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -50,3 +55,19 @@ def test_inputs_one_latent_column_wide_take_the_fp32_path(micro_vae):
         with torch.inference_mode():
             ref, bf16 = conv(x), conv.bfloat16()(x.bfloat16()).float()
         assert not (bf16 - ref).abs().max() < 0.1
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_fast_path_makes_malloc_keep_freed_memory_unless_told_not_to():
+    """The fast path's first use applies runtime.keep_freed_memory (process-wide, so fresh processes);
+    LATENTKIT_KEEP_FREED_MEMORY=0 leaves glibc's defaults. Its effect (page faults, time) is measured by
+    `scripts/bench_speed.py --sections malloc`."""
+    code = ("from latentkit import runtime\n"
+            "assert runtime.keep_freed_memory.cache_info().currsize == 0\n"
+            "with runtime.inference('cpu'):\n"
+            "    pass\n"
+            "print(runtime.keep_freed_memory.cache_info().currsize, runtime.keep_freed_memory())\n")
+    for keep, want in (("1", "1 True"), ("0", "1 False")):
+        env = {**os.environ, "LATENTKIT_KEEP_FREED_MEMORY": keep}
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+        assert r.stdout.split() == want.split()
