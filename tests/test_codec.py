@@ -271,7 +271,8 @@ def test_param_costs_are_the_code_lengths_of_each_model_floor_and_param():
     from latentkit.codec.entropy import context
 
     q = np.round(np.random.default_rng(4).laplace(0, 2, (12, 15))).astype(np.int64)
-    ch = context.Channel(q, context.neighbours(q, None, *context.grid(*q.shape)), None, np.array(context.DEFAULT_WEIGHTS))
+    nbrs = context.neighbours(q, None, *context.grid(*q.shape))
+    ch = context.Channel(q, nbrs, None, np.array(context.DEFAULT_WEIGHTS))
     g, key, counts = ch.cells()
     _, bits = entropy.tables()
     bits = bits.reshape(entropy.NUM_SCALES, -1)
