@@ -304,3 +304,19 @@ def test_compare_names_every_metric_and_knows_its_direction():
     assert TRAINED_ON == ("lpips_squeeze",)
     with pytest.raises(LatentkitError, match="unknown metric"):
         compare(x, y, ["vmaf"])
+
+
+def test_psnr_in_slices_matches_the_whole_image(monkeypatch):
+    """PSNR sums squared errors over slices of rows (no full-size temporaries): any slicing gives the same value."""
+    import importlib
+
+    psnr_module = importlib.import_module("latentkit.metrics.psnr")
+
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.rand(2, 3, 37, 23, generator=g), torch.rand(2, 3, 37, 23, generator=g)
+    whole = 10 * torch.log10(1 / (x - y).double().pow(2).flatten(1).mean(1))
+    wq = 10 * torch.log10(1 / ((x * 255).round() - (y * 255).round()).double().div(255).pow(2).flatten(1).mean(1))
+    for values in (1, 100, 1 << 22):
+        monkeypatch.setattr(psnr_module, "SLICE_VALUES", values)
+        assert psnr(x, y).tolist() == pytest.approx(whole.tolist(), abs=1e-4)
+        assert psnr(x, y, quantize=True).tolist() == pytest.approx(wq.tolist(), abs=1e-4)
