@@ -59,6 +59,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
+#: latentkit.runtime.KEEP_MEMORY_ENV (not imported: that would load torch in this parent process)
+KEEP_ENV = "LATENTKIT_KEEP_FREED_MEMORY"
 SECTIONS = ("inproc", "malloc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec")
 
 
@@ -177,7 +179,7 @@ def malloc(w: int, h: int, model: str, rounds: int, processes: int = 3) -> dict:
     runs: dict[str, list[dict]] = {k: [] for k in contenders}
     for _ in range(processes):
         for name, (who, keep) in contenders.items():
-            env = {**os.environ, "LATENTKIT_KEEP_FREED_MEMORY": keep}
+            env = {**os.environ, KEEP_ENV: keep}
             runs[name] += _child("one", model, who, str(w), str(h), str(rounds), env=env)
     rec: dict = {"section": "malloc", "width": w, "height": h, "rounds": rounds, "processes": processes}
     for name, recs in runs.items():
@@ -541,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         if section == "inproc":  # compute alone: the malloc setting would speed up stock's calls here too
             for s in args.sizes.split(","):
                 records += _child("inproc", m, *map(str, _size(s)), str(args.rounds),
-                                  env={**os.environ, "LATENTKIT_KEEP_FREED_MEMORY": "0"})
+                                  env={**os.environ, KEEP_ENV: "0"})
         elif section == "malloc":
             for s in args.sizes.split(","):
                 records.append(malloc(*_size(s), m, args.rounds))

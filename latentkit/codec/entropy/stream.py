@@ -162,10 +162,10 @@ def _decode_symbols(data: bytes, shape: tuple[int, int, int], model: int, params
         # the plane and its errors beside the previous channel's, as the index functions read them (context.padded)
         empty = np.zeros((h, w), dtype=np.int64)
         qc, err = padded(empty, q[c - 1] if c else None), padded(empty, prev_err)
-        rows = scale_table(model, int(params[c]), floor) * NUM_OFFSETS  # the first table row of each lg value
+        lg_rows = scale_table(model, int(params[c]), floor) * NUM_OFFSETS  # each lg value's first table row
         for k, nbr_index, act_index in wavefront_indices(h, w):
             mu, offset = predict(gather_neighbours(qc, nbr_index), weights)
-            row = rows[lg(gather_activity(err, act_index))] + offset
+            row = lg_rows[lg(gather_activity(err, act_index))] + offset
             v = rounded(mu) + _decode_residuals(dec, prob_rows.take(row, axis=0), echo)  # take: faster than []
             if np.abs(v).max() > MAX_SYMBOL:
                 raise LatentkitError("corrupt .latent payload (symbol out of range)")
