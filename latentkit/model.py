@@ -1,6 +1,8 @@
 """The KL autoencoder: named configs, loading from every SD-family format, saving, encode and decode.
 
-The model *is* a stock :class:`diffusers.AutoencoderKL`; nothing here re-implements it.
+The model *is* a stock :class:`diffusers.AutoencoderKL`. ``load_vae(..., standalone=True)`` gives the same
+network as :class:`latentkit.standalone.StandaloneAutoencoderKL` (same weights and outputs, inference only), which
+the commands and the codec run so that they do not pay diffusers' import; every function here takes either.
 
 Conventions (see README "Architecture"):
 - images are float tensors in [0, 1], shape N x 3 x H x W; the model's [-1, 1] range stays inside this module;
@@ -21,8 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence, Union
 
 import torch
-from diffusers import AutoencoderKL
 
+from . import standalone
 from .errors import LatentkitError
 from .io import current_umask
 from .train import checkpoint
@@ -30,6 +32,7 @@ from .weights import REPO_WEIGHTS
 
 if TYPE_CHECKING:
     import PIL.Image
+    from diffusers import AutoencoderKL
 
 #: Named architectures. ``sd`` is the SD 1.x/2.x kl-f8 VAE; ``tiny``/``small`` are CPU-sized for our own weights.
 CONFIGS: dict[str, dict[str, Any]] = {
@@ -79,6 +82,8 @@ def config_dict(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 def make_vae(config: str | os.PathLike | dict[str, Any] = "tiny", seed: int | None = 0) -> AutoencoderKL:
     """A randomly initialised VAE of a named config (``tiny``, ``small``, ``sd``), a config.json or a dict."""
+    from diffusers import AutoencoderKL
+
     cfg = config if isinstance(config, dict) else config_dict(config)
     if seed is not None:
         torch.manual_seed(seed)
@@ -90,11 +95,13 @@ def make_vae(config: str | os.PathLike | dict[str, Any] = "tiny", seed: int | No
 
 def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.device | None = None,
              dtype: torch.dtype | str | None = None, allow_pickle: bool = False, *,
-             torch_dtype: torch.dtype | str | None = None) -> AutoencoderKL:
+             torch_dtype: torch.dtype | str | None = None, standalone: bool = False) -> AutoencoderKL:
     """Load a KL autoencoder in eval mode, on `device` (default CPU) with weights of `dtype` (default float32).
 
     ``torch_dtype`` is diffusers' name for ``dtype`` (``load_vae(torch_dtype=torch.float16, device="cuda")``);
-    both take a ``torch.dtype`` or a name (``"fp16"``, ``"bfloat16"``, ...).
+    both take a ``torch.dtype`` or a name (``"fp16"``, ``"bfloat16"``, ...). ``standalone``: return the
+    inference-only :class:`latentkit.standalone.StandaloneAutoencoderKL` (same weights, same outputs, no diffusers
+    import) where the config allows it (:func:`latentkit.standalone.supports`); diffusers' model otherwise.
 
     Accepts, in this order of checks:
       - ``None`` or ``"default"``: the shipped default weights in ``weights/default``; ``"codec"``: the shipped
@@ -117,7 +124,7 @@ def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.
         hint = " (named configs are for `latentkit init-model`)" if str(path_or_name) in CONFIGS else ""
         raise LatentkitError(f"model path {path} does not exist{hint}")
     try:
-        vae = _load_any(path, allow_pickle)
+        vae = _load_any(path, allow_pickle, standalone)
     except LatentkitError:
         raise
     except Exception as e:  # corrupt or foreign files: one line, not a traceback
@@ -152,26 +159,44 @@ def move(vae: AutoencoderKL, device: str | torch.device | None = None,
     return torch.nn.Module.to(vae, device=device, dtype=dtype)
 
 
-def _load_any(path: Path, allow_pickle: bool) -> AutoencoderKL:
+def _load_any(path: Path, allow_pickle: bool, standalone_ok: bool) -> AutoencoderKL:
+    from safetensors.torch import load_file
+
     if path.is_dir():
         if (path / "vae" / "config.json").is_file():  # a pipeline folder
             path = path / "vae"
         ckpt = checkpoint.find(path)
         if ckpt is not None:
-            return _from_training_checkpoint(ckpt)
+            cfg = json.loads((ckpt / checkpoint.CONFIG_FILE).read_text())
+            return _from_weights(cfg, load_file(ckpt / checkpoint.EMA_FILE), standalone_ok, ckpt)
         if (path / "config.json").is_file():
+            cfg = json.loads((path / "config.json").read_text())
+            if standalone_ok and standalone.supports(cfg) and (path / WEIGHTS_FILE).is_file():
+                return _from_weights(cfg, load_file(path / WEIGHTS_FILE), True, path)
+            from diffusers import AutoencoderKL  # other weight files (.bin, variants), other architectures
+
             return AutoencoderKL.from_pretrained(path, local_files_only=True)
         raise LatentkitError(f"{path} is not a diffusers model folder, pipeline folder or latentkit run "
                              "(no config.json, vae/config.json or checkpoints/)")
-    return _from_single_file(path, allow_pickle)
+    return _from_single_file(path, allow_pickle, standalone_ok)
 
 
-def _from_training_checkpoint(ckpt: Path) -> AutoencoderKL:
-    from safetensors.torch import load_file
+def _from_weights(cfg: dict[str, Any], sd: dict[str, torch.Tensor], standalone_ok: bool, source: Path,
+                  strict: bool = True) -> AutoencoderKL:
+    """The model of config `cfg` with the diffusers-key weights `sd` (from `source`): the standalone network when
+    allowed and the config is one it runs, diffusers' otherwise. ``strict``: unexpected weights are an error too."""
+    cfg = {k: v for k, v in cfg.items() if not k.startswith("_")}
+    if standalone_ok and standalone.supports(cfg):
+        vae, missing, unexpected = standalone.StandaloneAutoencoderKL.from_state_dict(cfg, sd)
+    else:
+        from diffusers import AutoencoderKL
 
-    cfg = json.loads((ckpt / checkpoint.CONFIG_FILE).read_text())
-    vae = AutoencoderKL(**{k: v for k, v in cfg.items() if not k.startswith("_")})
-    vae.load_state_dict(load_file(ckpt / checkpoint.EMA_FILE))
+        vae = AutoencoderKL(**cfg)
+        missing, unexpected = vae.load_state_dict(sd, strict=False)
+    if missing:
+        raise LatentkitError(f"{source}: not a KL-VAE checkpoint ({len(missing)} weights missing, e.g. {missing[0]})")
+    if strict and unexpected:
+        raise LatentkitError(f"{source}: {len(unexpected)} weights the config has no place for, e.g. {unexpected[0]}")
     return vae
 
 
@@ -207,7 +232,7 @@ def _stored_config(path: Path) -> dict[str, Any] | None:
     return json.loads(text) if text else None
 
 
-def _from_single_file(path: Path, allow_pickle: bool) -> AutoencoderKL:
+def _from_single_file(path: Path, allow_pickle: bool, standalone_ok: bool) -> AutoencoderKL:
     # Not diffusers' AutoencoderKL.from_single_file: without a config= folder it fetches the architecture's
     # config from the hub, and a single file has none; the key conversion is diffusers' own
     # (convert_ldm_state_dict) and the config is read off the weights (infer_config). tests/test_pipeline.py
@@ -218,11 +243,7 @@ def _from_single_file(path: Path, allow_pickle: bool) -> AutoencoderKL:
     else:
         diffusers_sd = convert_ldm_state_dict(sd)
     cfg = _stored_config(path) or infer_config(diffusers_sd)
-    vae = AutoencoderKL(**cfg)
-    missing, unexpected = vae.load_state_dict(diffusers_sd, strict=False)
-    if missing:
-        raise LatentkitError(f"{path}: not a KL-VAE checkpoint ({len(missing)} weights missing, e.g. {missing[0]})")
-    return vae
+    return _from_weights(cfg, diffusers_sd, standalone_ok, path, strict=False)
 
 
 def convert_ldm_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -325,6 +346,8 @@ def save_vae(vae: AutoencoderKL, out_dir: str | os.PathLike, dtype: torch.dtype 
 
 
 def _copy_as(vae: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:
+    from diffusers import AutoencoderKL
+
     clone = AutoencoderKL.from_config(vae.config)
     clone.load_state_dict(vae.state_dict())
     return move(clone, dtype=dtype)
@@ -359,7 +382,7 @@ def shipped_ids() -> dict[str, bytes]:
     Each is loaded once per process and shared between callers (:func:`shipped_model`): do not change its weights."""
     for name, path in SHIPPED_MODELS.items():
         if name not in _SHIPPED_LOADED and (path / "config.json").is_file():
-            _SHIPPED_LOADED[name] = load_vae(name)
+            _SHIPPED_LOADED[name] = load_vae(name, standalone=True)
     return {name: model_id(_SHIPPED_LOADED[name]) for name in SHIPPED_MODELS if name in _SHIPPED_LOADED}
 
 
@@ -443,8 +466,9 @@ def as_batch(images: ImageInput) -> torch.Tensor:
 
 
 def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile: bool | None = None):
-    """The posterior q(z | x) of images in [0, 1] (any input :func:`as_batch` takes) as diffusers'
-    ``DiagonalGaussianDistribution``: ``.mean``, ``.logvar``, ``.std`` are unscaled N x C x ceil(H/8) x ceil(W/8)
+    """The posterior q(z | x) of images in [0, 1] (any input :func:`as_batch` takes) as a
+    :class:`latentkit.standalone.DiagonalGaussian` (the attributes and random draws of diffusers'
+    ``DiagonalGaussianDistribution``): ``.mean``, ``.logvar``, ``.std`` are unscaled N x C x ceil(H/8) x ceil(W/8)
     (float32, or the model's dtype if wider), ``.sample(generator)`` draws from it, ``.kl()`` is the KL to N(0, I).
 
     Sizes that are not multiples of 8 are padded by edge replication. ``fast``: the fast CPU path of
@@ -452,8 +476,6 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
     tiles (:mod:`latentkit.tiling`); None tiles automatically when an untiled pass would pass the memory
     budget (:func:`latentkit.tiling.should_tile`).
     """
-    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
-
     from . import runtime, tiling
 
     p = next(vae.parameters())
@@ -467,7 +489,7 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
         params = torch.cat([post.mean, post.logvar], 1)
     # cloned outside inference mode: ordinary tensors that callers may edit in place (e.g. rounding)
     dtype = torch.promote_types(p.dtype, torch.float32)
-    return DiagonalGaussianDistribution(params.to(dtype).clone(memory_format=torch.contiguous_format))
+    return standalone.DiagonalGaussian(params.to(dtype).clone(memory_format=torch.contiguous_format))
 
 
 def encode(vae: AutoencoderKL, images: ImageInput, sample: bool = False,

@@ -19,11 +19,15 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import LatentkitError
-from .model import AutoencoderKL, downsampling_factor
+from .model import downsampling_factor
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 #: the files an export writes into its folder
 ENCODER_FILE, DECODER_FILE = "encoder.onnx", "decoder.onnx"

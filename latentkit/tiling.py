@@ -31,14 +31,17 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL
-from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from tqdm.auto import tqdm
 
 from .model import downsampling_factor
+from .standalone import DiagonalGaussian
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 #: Automatic tiling: an untiled pass is used when its estimated extra memory fits MEMORY_BUDGET (and half the
 #: memory the system has available). The estimate is BYTES_PER_ELEMENT x pixels x block_out_channels[0], the
@@ -235,7 +238,7 @@ def _run_tiled(body, x: torch.Tensor, core: int, halo: int, scale_out: float, pa
 
 def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TILE_PX,
                  passes: int = DEFAULT_PASSES, attn_max_tokens: int | None = DEFAULT_ATTN_MAX_TOKENS
-                 ) -> DiagonalGaussianDistribution:
+                 ) -> DiagonalGaussian:
     """The posterior of `x` (N x 3 x H x W in the model's [-1, 1], H and W multiples of the downsampling factor f)
     computed in tiles of `tile_px` pixels (a multiple of f). Call inside :func:`latentkit.runtime.inference`."""
     enc = vae.encoder
@@ -253,7 +256,7 @@ def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TIL
         h = enc.conv_out(enc.conv_act(enc.conv_norm_out(enc.mid_block(feats))))
     if vae.quant_conv is not None:
         h = vae.quant_conv(h)
-    return DiagonalGaussianDistribution(h)
+    return DiagonalGaussian(h)
 
 
 def decode_tiled(vae: AutoencoderKL, z: torch.Tensor, tile_px: int = DEFAULT_TILE_PX,

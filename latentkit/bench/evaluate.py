@@ -8,14 +8,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-
-from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from ..io import list_images, read_image
 from ..model import reconstruct
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 #: what an evaluation reports (names of :func:`latentkit.metrics.compare.compare`)
 METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "lpips_squeeze")

@@ -89,12 +89,12 @@ class LatentRoundtrip:
 def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
     """The `.latent` codec with `model` (an ``AutoencoderKL``, a path or shipped name, or None: the codec's
     model, ``weights/codec``)."""
-    from diffusers import AutoencoderKL
-
     from ..codec.api import CODEC_MODEL
     from ..model import load_vae
 
-    return LatentRoundtrip(model if isinstance(model, AutoencoderKL) else load_vae(model or CODEC_MODEL, device=device))
+    if not isinstance(model, torch.nn.Module):
+        model = load_vae(model or CODEC_MODEL, device=device, standalone=True)
+    return LatentRoundtrip(model)
 
 
 def pca_roundtrip() -> Roundtrip:

@@ -24,12 +24,16 @@ travel in the file.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 
 from .. import model as lkmodel
 from . import entropy, quant
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 #: side of the central latent crop the gains are measured on (latent positions; 16 = 128 image pixels)
 CROP = 16

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 
 from .. import model as lkmodel
 from ..errors import LatentkitError
 from ..io import DEFAULT_MAX_PIXELS, Image
 from . import allocate, entropy, format, quant
 
-VaeArg = AutoencoderKL | str | os.PathLike | None
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
+
+VaeArg = Union["AutoencoderKL", torch.nn.Module, str, os.PathLike, None]
 #: The model the codec encodes with when none is given: the shipped codec-tuned decoder (``weights/codec``),
 #: whose encoder, latent space and scaling factor are those of ``weights/default``
 CODEC_MODEL = "codec"
 
 
 def resolve_vae(vae: VaeArg) -> AutoencoderKL:
-    """A loaded model as is; a path or name via :func:`latentkit.load_vae`; ``None``: the codec's model
-    (:data:`CODEC_MODEL`)."""
-    return vae if isinstance(vae, AutoencoderKL) else lkmodel.load_vae(CODEC_MODEL if vae is None else vae)
+    """A loaded model as is (diffusers' or :mod:`latentkit.standalone`'s); a path or name via
+    :func:`latentkit.load_vae` (its standalone network, which skips diffusers' import); ``None``: the codec's
+    model (:data:`CODEC_MODEL`)."""
+    if isinstance(vae, torch.nn.Module):
+        return vae
+    return lkmodel.load_vae(CODEC_MODEL if vae is None else vae, standalone=True)
 
 
 class LatentEncoder:

@@ -72,11 +72,13 @@ def model_path(model: str | None) -> Path:
     return SHIPPED_MODELS.get(model or "default", Path(model or "default"))
 
 
-def load_model(args: argparse.Namespace, device: str | None = None, default: str = "default"):
-    """The model --model / --allow-pickle name (no --model: the shipped model named `default`)."""
+def load_model(args: argparse.Namespace, device: str | None = None, default: str = "default",
+               standalone: bool = False):
+    """The model --model / --allow-pickle name (no --model: the shipped model named `default`). ``standalone``:
+    for commands that only run the network (:func:`latentkit.load_vae`'s ``standalone``: no diffusers import)."""
     from ..model import load_vae
 
-    return load_vae(args.model or default, device=device, allow_pickle=args.allow_pickle)
+    return load_vae(args.model or default, device=device, allow_pickle=args.allow_pickle, standalone=standalone)
 
 
 def check_input_file(path: str, what: str = "input file") -> None:

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..codec import decompress  # torch and diffusers from here on
 
-    vae = None if args.model is None else _args.load_model(args)
+    vae = None if args.model is None else _args.load_model(args, standalone=True)
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         data = _args.read_input(src)

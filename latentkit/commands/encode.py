@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
 
     first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
-    vae = _args.load_model(args, default="codec")
+    vae = _args.load_model(args, default="codec", standalone=True)
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         image = first.pop(src, None) or read(src)

@@ -91,7 +91,7 @@ class _Job:
             torch.set_num_threads(cpus)
         self.workers = opts.workers if opts.workers is not None else (
             min(8, cpus) if self.device.type == "cuda" else max(1, cpus // 2))
-        self.vae = load_vae(opts.model, device=self.device, allow_pickle=opts.allow_pickle)
+        self.vae = load_vae(opts.model, device=self.device, allow_pickle=opts.allow_pickle, standalone=True)
         self.resize: Resize = make_resize(opts.size, opts.resize, opts.buckets, downsampling_factor(self.vae))
         self.dtype = STORAGE_DTYPES[opts.dtype]
         self.job = {"model_id": model_id(self.vae).hex(), "resize": self.resize.to_json(),

@@ -10,16 +10,18 @@ of their scores, call an input anomalous when its score exceeds it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 
 from ..errors import LatentkitError
 from ..io import Image
 from ..model import reconstruct
 from ._images import one_image
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 METRICS = ("l2", "lpips")
 

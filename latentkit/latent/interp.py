@@ -8,14 +8,18 @@ the shell on which Gaussian draws of high dimension lie (White, "Sampling genera
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKL
 
 from ..errors import LatentkitError
 from ..io import Image
 from ..model import decode, downsampling_factor, encode
 from ..model import centre_crop
 from ._images import one_image
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 #: below this angle (radians) between the two latents slerp is taken as lerp (sin(theta) ~ 0)
 _PARALLEL = 1e-4

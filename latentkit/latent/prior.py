@@ -12,12 +12,15 @@ sample in; generating is the diffusion model's job (``latentkit latent-stats`` m
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import AutoencoderKL
 
 from ..errors import LatentkitError
 from ..model import decode, downsampling_factor
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 #: the most pixels one ``sample`` call decodes in all (n x height x width): 4096 x 4096, a 200 MB float image
 MAX_PIXELS = 1 << 24

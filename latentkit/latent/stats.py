@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
 from tqdm import tqdm
 
 from ..errors import LatentkitError
 from ..model import centre_crop, posterior
 from ..train.losses import kl_divergence
 from ._images import read_rgb
+
+if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 
 @dataclass
