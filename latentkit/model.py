@@ -472,7 +472,9 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
     (float32, or the model's dtype if wider), ``.sample(generator)`` draws from it, ``.kl()`` is the KL to N(0, I).
 
     Sizes that are not multiples of 8 are padded by edge replication. ``fast``: the fast CPU path of
-    :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine and thread count). ``tile``: encode in
+    :mod:`latentkit.runtime` (bf16 where supported; deterministic per machine and thread count), which runs a
+    diffusers model through :func:`latentkit.standalone.view_of` (its own weights, the same bits, fewer memory
+    passes); ``fast=False``: diffusers' own forward in the model's dtype. ``tile``: encode in
     tiles (:mod:`latentkit.tiling`); None tiles automatically when an untiled pass would pass the memory
     budget (:func:`latentkit.tiling.should_tile`).
     """
@@ -483,9 +485,10 @@ def posterior(vae: AutoencoderKL, images: ImageInput, *, fast: bool = True, tile
     if tile is None:
         tile = tiling.should_tile(vae, *x.shape[-2:], op="encode")
     fast = fast and runtime.strided_convs_safe(x.shape[-1], downsampling_factor(vae))
+    net = (standalone.view_of(vae) if fast else None) or vae
     with runtime.inference(p.device, fast):
         x = runtime.prepare_input(x, fast)
-        post = tiling.encode_tiled(vae, x) if tile else vae.encode(x).latent_dist
+        post = tiling.encode_tiled(net, x) if tile else net.encode(x).latent_dist
         params = torch.cat([post.mean, post.logvar], 1)
     # cloned outside inference mode: ordinary tensors that callers may edit in place (e.g. rounding)
     dtype = torch.promote_types(p.dtype, torch.float32)
@@ -529,9 +532,10 @@ def decode(vae: AutoencoderKL, latents: torch.Tensor, *, fast: bool = True, tile
     if tile is None:
         f = downsampling_factor(vae)
         tile = tiling.should_tile(vae, f * z.shape[-2], f * z.shape[-1], op="decode")
+    net = (standalone.view_of(vae) if fast else None) or vae
     with runtime.inference(p.device, fast):
         z = runtime.prepare_input(z, fast)
-        x = tiling.decode_tiled(vae, z) if tile else vae.decode(z).sample
+        x = tiling.decode_tiled(net, z) if tile else net.decode(z).sample
     x = ((x.float() + 1) / 2).clamp_(0, 1).contiguous()
     if output_type == "pil":
         from . import io as lkio

@@ -3,6 +3,8 @@
 What it does (what each piece buys, measured per CPU family: README "Performance" and `scripts/bench_speed.py`):
 
 - ``torch.inference_mode`` instead of plain autograd (no graph, no version counters);
+- the network of :mod:`latentkit.standalone` (a diffusers model runs through :func:`~latentkit.standalone.view_of`
+  on its own weights: the same bits, with SiLUs and residual sums computed in place);
 - channels_last activations: the input is made channels_last and every oneDNN convolution keeps that
   layout, which avoids per-layer reorders (the model's own weights are not touched);
 - bfloat16 autocast where the CPU has native bf16 (``avx512_bf16`` / AMX); elsewhere fp32. Convolutions,

@@ -11,7 +11,13 @@ inference only: training, saving, pipelines and export use the diffusers model (
 
 What it leaves out of diffusers' forward, each an identity here: division by ``output_scale_factor`` and
 ``rescale_output_factor`` (both 1 in these configs, and x / 1.0 == x exactly), dropout (p = 0), time
-embeddings (none), attention masks and cross-attention normalisation (none).
+embeddings (none), attention masks and cross-attention normalisation (none). What it does differently, with the
+same bits: without autograd, each resnet's SiLUs and its residual sum are computed in place (two fewer
+activation-sized tensors and memory passes per block: decode 1.06-1.12x, encode 1.02-1.11x on this project's
+2-core Xeon, README "Performance").
+
+:func:`view_of` runs a diffusers model through this network on the model's own parameters (shared, not copied):
+:func:`latentkit.model.encode` / :func:`~latentkit.model.decode` use it on their fast path.
 """
 
 from __future__ import annotations
@@ -87,6 +93,19 @@ class DecoderOutput(NamedTuple):
     sample: torch.Tensor
 
 
+def _in_place_ok(t: torch.Tensor) -> bool:
+    """Whether an elementwise op may write into `t` (a fresh N x C x H x W tensor nothing else holds) and give
+    the bits of the out-of-place op: no autograd graph is recorded, and `t` has the standard strides of NCHW or
+    channels_last, which the out-of-place result would get (a channels_last slice of one image can carry another
+    batch stride, and the next convolution would compute in another order)."""
+    n, c, h, w = t.shape
+    return not torch.is_grad_enabled() and t.stride() in ((c * h * w, h * w, w, 1), (c * h * w, 1, w * c, c))
+
+
+def _silu(x: torch.Tensor) -> torch.Tensor:
+    return F.silu(x, inplace=_in_place_ok(x))
+
+
 class ResnetBlock2D(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, groups: int):
         super().__init__()
@@ -97,11 +116,11 @@ class ResnetBlock2D(nn.Module):
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor, temb: None = None) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(F.silu(self.norm2(h)))
+        h = self.conv1(_silu(self.norm1(x)))
+        h = self.conv2(_silu(self.norm2(h)))
         if self.conv_shortcut is not None:
             x = self.conv_shortcut(x)
-        return x + h
+        return h.add_(x) if h.dtype == x.dtype and h.stride() == x.stride() and _in_place_ok(h) else x + h
 
 
 class Downsample2D(nn.Module):
@@ -297,3 +316,28 @@ class StandaloneAutoencoderKL(nn.Module):
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return DecoderOutput(self.decoder(z))
+
+
+def view_of(vae: nn.Module) -> StandaloneAutoencoderKL | None:
+    """A diffusers ``AutoencoderKL`` as this module's network on the very same ``Parameter`` objects (nothing is
+    copied, so later in-place weight updates and ``.to()`` show through), cached on the model and rebuilt when its
+    parameters were replaced; `vae` itself when it already is one. None when this network cannot stand in for it:
+    a config it does not build (:func:`supports`), attention processors other than diffusers' default, or
+    accelerate hooks (offloading)."""
+    if isinstance(vae, StandaloneAutoencoderKL):
+        return vae
+    config = getattr(vae, "config", None)
+    if config is None or not supports(dict(config)):
+        return None
+    for m in vae.modules():
+        if hasattr(m, "_hf_hook") or type(getattr(m, "processor", None)).__name__ not in ("NoneType", "AttnProcessor2_0"):
+            return None
+    params = tuple(vae.parameters())
+    cached = vae.__dict__.get("_latentkit_standalone")
+    if cached is not None and len(cached[0]) == len(params) and all(a is b for a, b in zip(cached[0], params)):
+        return cached[1]
+    with torch.device("meta"):
+        net = StandaloneAutoencoderKL(dict(config))
+    net.load_state_dict(vae.state_dict(keep_vars=True), strict=True, assign=True)
+    vae.__dict__["_latentkit_standalone"] = (params, net)
+    return net

@@ -15,8 +15,8 @@ Sections (``--sections``, all by default):
   (alternating) and PSNR between them;
 - ``levers``: each speed lever of the fast path alone and together, decode and encode of the first ``--sizes``
   entry (fp32 no_grad, inference_mode, channels_last input, channels_last weights, bf16 autocast with and without
-  channels_last, bf16 weights, 1 thread instead of the default), alternating, medians, ratios to stock, PSNR
-  against fp32;
+  channels_last, then through latentkit's standalone network (in-place SiLU and residual sums), bf16 weights, 1
+  thread instead of the default), alternating, medians, ratios to stock, PSNR against fp32;
 - ``compile``: ``torch.compile`` (inductor) of the fast-path decode, in fresh processes: the first call with an
   empty cache (a CLI user's first command), the first call of a second process with the cache filled (every later
   command), and the steady-state call, against the eager fast path.
@@ -344,6 +344,7 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
     import latentkit
     from latentkit.metrics.psnr import psnr
     from latentkit.model import move
+    from latentkit.standalone import view_of
 
     vae = latentkit.load_vae(model)
     x = _image(w, h) * 2 - 1
@@ -374,6 +375,7 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
         return g
 
     recs = []
+    ours = "+ standalone network, in-place SiLU and sums (latentkit)"
     for op, inp in (("decode", z), ("encode", x)):
         variants = {
             "fp32 no_grad (stock)": run(vae, inp, op, grad_off=torch.no_grad),
@@ -381,10 +383,11 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
             "fp32 + channels_last input": run(vae, inp, op, layout=cl),
             "fp32 + channels_last input and weights": run(vae_cl, inp, op, layout=cl),
             "bf16 autocast, contiguous": run(vae, inp, op, autocast=True),
-            "bf16 autocast + channels_last (latentkit)": run(vae, inp, op, autocast=True, layout=cl),
+            "bf16 autocast + channels_last": run(vae, inp, op, autocast=True, layout=cl),
+            ours: run(view_of(vae), inp, op, autocast=True, layout=cl),
             "bf16 weights + channels_last": run(vae_bf16, inp, op, layout=cl, dtype=torch.bfloat16),
         }
-        variants["latentkit, 1 thread"] = one_thread(variants["bf16 autocast + channels_last (latentkit)"])
+        variants["latentkit, 1 thread"] = one_thread(variants[ours])
         med = _alternate(variants, rounds)
         base = med["fp32 no_grad (stock)"]
         for name, f in variants.items():

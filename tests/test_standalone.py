@@ -14,7 +14,7 @@ from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from PIL import Image as PILImage
 
 from latentkit import model as M
-from latentkit import standalone
+from latentkit import runtime, standalone
 from latentkit.errors import LatentkitError
 
 #: configs that differ in every way the standalone network builds differently (blocks, layers, groups, no
@@ -45,17 +45,56 @@ def _pair(cfg: dict, seed: int = 0) -> tuple[AutoencoderKL, standalone.Standalon
     return ref, mine.eval().requires_grad_(False)
 
 
+def _network_outputs(net, x: torch.Tensor, z: torch.Tensor, fast: bool) -> list[torch.Tensor]:
+    """Posterior mean and logvar of images `x` in [0, 1] and the decoding of latents `z`, each network's own
+    forward under the fast path's context (or plain fp32)."""
+    with runtime.inference("cpu", fast):
+        post = net.encode(runtime.prepare_input(x * 2 - 1, fast)).latent_dist
+        return [post.mean.clone(), post.logvar.clone(), net.decode(runtime.prepare_input(z, fast)).sample.clone()]
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_same_weights_and_bits_as_diffusers(variant):
     ref, mine = _pair(VARIANTS[variant])
     assert {k: v.shape for k, v in mine.state_dict().items()} == {k: v.shape for k, v in ref.state_dict().items()}
     assert M.model_id(mine) == M.model_id(ref)
-    x = torch.rand(2, 3, 40, 56, generator=torch.Generator().manual_seed(1))
+    g = torch.Generator().manual_seed(1)
+    x, z = torch.rand(2, 3, 40, 56, generator=g), torch.randn(2, 4, 5, 7, generator=g)
     for fast in (False, True):
-        z_ref, std_ref = M.encode(ref, x, fast=fast, tile=False, with_std=True)
-        z, std = M.encode(mine, x, fast=fast, tile=False, with_std=True)
-        assert torch.equal(z, z_ref) and torch.equal(std, std_ref)
-        assert torch.equal(M.decode(mine, z_ref, fast=fast, tile=False), M.decode(ref, z_ref, fast=fast, tile=False))
+        theirs, ours = _network_outputs(ref, x, z, fast), _network_outputs(mine, x, z, fast)
+        assert all(torch.equal(a, b) for a, b in zip(theirs, ours)), fast
+        assert all(torch.equal(a, b) for a, b in zip(theirs, _network_outputs(standalone.view_of(ref), x, z, fast)))
+
+
+def test_view_shares_the_weights_and_steps_aside(micro_vae):
+    from diffusers.models.attention_processor import AttnProcessor
+
+    ref, _ = _pair(VARIANTS["micro"], seed=4)
+    view = standalone.view_of(ref)
+    theirs = dict(ref.named_parameters())
+    assert all(p is theirs[k] for k, p in view.named_parameters()) and standalone.view_of(ref) is view
+    x = torch.rand(1, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    before = M.encode(ref, x)
+    with torch.no_grad():
+        ref.encoder.conv_in.weight.mul_(2)  # an in-place update shows through
+    assert not torch.equal(M.encode(ref, x), before) and standalone.view_of(ref) is view
+    ref.decoder.conv_in = torch.nn.Conv2d(4, 16, 3, padding=1)  # a replaced module: a new view
+    assert standalone.view_of(ref) is not view
+    ref.set_attn_processor(AttnProcessor())  # a processor it does not implement: diffusers' own forward
+    assert standalone.view_of(ref) is None
+    z = M.encode(ref, x)
+    assert torch.equal(M.decode(ref, z), _network_outputs(ref, x, z, True)[2].float().add(1).div(2).clamp(0, 1))
+
+
+def test_in_place_ops_only_without_autograd():
+    _, mine = _pair(VARIANTS["micro"], seed=5)
+    mine.requires_grad_(True)
+    x = torch.rand(1, 3, 16, 24, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    out = mine.decode(mine.encode(x).latent_dist.mean).sample
+    out.square().mean().backward()  # in-place SiLU on a tensor autograd saved would raise here
+    assert mine.encoder.conv_in.weight.grad is not None
+    with torch.inference_mode():
+        assert torch.equal(mine.decode(mine.encode(x).latent_dist.mean).sample, out.detach())
 
 
 def test_tiled_paths_give_the_same_bits(micro_vae):
