@@ -242,7 +242,7 @@ class Encoder(nn.Module):
         x = self.conv_in(x)
         for block in self.down_blocks:
             x = block(x)
-        return self.conv_out(self.conv_act(self.conv_norm_out(self.mid_block(x))))
+        return self.conv_out(_silu(self.conv_norm_out(self.mid_block(x))))  # conv_act, in place where it may
 
 
 class Decoder(nn.Module):
@@ -263,7 +263,7 @@ class Decoder(nn.Module):
         x = self.mid_block(self.conv_in(z))
         for block in self.up_blocks:
             x = block(x)
-        return self.conv_out(self.conv_act(self.conv_norm_out(x)))
+        return self.conv_out(_silu(self.conv_norm_out(x)))  # conv_act, in place where it may
 
 
 class StandaloneAutoencoderKL(nn.Module):
