@@ -12,9 +12,9 @@ inference only: training, saving, pipelines and export use the diffusers model (
 What it leaves out of diffusers' forward, each an identity here: division by ``output_scale_factor`` and
 ``rescale_output_factor`` (both 1 in these configs, and x / 1.0 == x exactly), dropout (p = 0), time
 embeddings (none), attention masks and cross-attention normalisation (none). What it does differently, with the
-same bits: without autograd, each resnet's SiLUs and its residual sum are computed in place (two fewer
-activation-sized tensors and memory passes per block: decode 1.06-1.12x, encode 1.02-1.11x on this project's
-2-core Xeon, README "Performance").
+same bits: without autograd, SiLUs and residual sums are computed in place where the tensor's layout is standard
+(fewer activation-sized tensors and memory passes: decode 1.06-1.12x, encode 1.02-1.11x on this project's 2-core
+Xeon, README "Performance").
 
 :func:`view_of` runs a diffusers model through this network on the model's own parameters (shared, not copied):
 :func:`latentkit.model.encode` / :func:`~latentkit.model.decode` use it on their fast path.
@@ -322,22 +322,26 @@ def view_of(vae: nn.Module) -> StandaloneAutoencoderKL | None:
     """A diffusers ``AutoencoderKL`` as this module's network on the very same ``Parameter`` objects (nothing is
     copied, so later in-place weight updates and ``.to()`` show through), cached on the model and rebuilt when its
     parameters were replaced; `vae` itself when it already is one. None when this network cannot stand in for it:
-    a config it does not build (:func:`supports`), attention processors other than diffusers' default, or
-    accelerate hooks (offloading)."""
+    a config it does not build (:func:`supports`), attention processors other than diffusers' default, accelerate
+    hooks (offloading), or weights under other names (adapters)."""
     if isinstance(vae, StandaloneAutoencoderKL):
         return vae
     config = getattr(vae, "config", None)
     if config is None or not supports(dict(config)):
         return None
-    for m in vae.modules():
-        if hasattr(m, "_hf_hook") or type(getattr(m, "processor", None)).__name__ not in ("NoneType", "AttnProcessor2_0"):
-            return None
+    default_processor = ("NoneType", "AttnProcessor2_0")
+    if any(hasattr(m, "_hf_hook") or type(getattr(m, "processor", None)).__name__ not in default_processor
+           for m in vae.modules()):
+        return None
     params = tuple(vae.parameters())
     cached = vae.__dict__.get("_latentkit_standalone")
     if cached is not None and len(cached[0]) == len(params) and all(a is b for a, b in zip(cached[0], params)):
         return cached[1]
     with torch.device("meta"):
         net = StandaloneAutoencoderKL(dict(config))
-    net.load_state_dict(vae.state_dict(keep_vars=True), strict=True, assign=True)
+    weights = vae.state_dict(keep_vars=True)
+    if weights.keys() != net.state_dict().keys():  # e.g. adapter layers (LoRA) wrapped around some modules
+        return None
+    net.load_state_dict(weights, strict=True, assign=True)
     vae.__dict__["_latentkit_standalone"] = (params, net)
     return net

@@ -80,6 +80,9 @@ def test_view_shares_the_weights_and_steps_aside(micro_vae):
     assert not torch.equal(M.encode(ref, x), before) and standalone.view_of(ref) is view
     ref.decoder.conv_in = torch.nn.Conv2d(4, 16, 3, padding=1)  # a replaced module: a new view
     assert standalone.view_of(ref) is not view
+    renamed = M.make_vae({**M.config_dict("tiny"), **VARIANTS["micro"]})
+    renamed.decoder.conv_in = torch.nn.Sequential(renamed.decoder.conv_in)  # weights under other names
+    assert standalone.view_of(renamed) is None
     ref.set_attn_processor(AttnProcessor())  # a processor it does not implement: diffusers' own forward
     assert standalone.view_of(ref) is None
     z = M.encode(ref, x)
