@@ -376,19 +376,30 @@ def model_id(vae: AutoencoderKL) -> bytes:
 _SHIPPED_LOADED: dict[str, AutoencoderKL] = {}
 
 
+def _shipped(name: str) -> AutoencoderKL | None:
+    """The shipped model `name`, loaded once per process (its standalone network), or None when absent."""
+    if name not in _SHIPPED_LOADED and (SHIPPED_MODELS[name] / "config.json").is_file():
+        _SHIPPED_LOADED[name] = load_vae(name, standalone=True)
+    return _SHIPPED_LOADED.get(name)
+
+
 def shipped_ids() -> dict[str, bytes]:
     """The 8-byte :func:`model_id` of each shipped model (:data:`SHIPPED_MODELS`) that is present, by name.
 
     Each is loaded once per process and shared between callers (:func:`shipped_model`): do not change its weights."""
-    for name, path in SHIPPED_MODELS.items():
-        if name not in _SHIPPED_LOADED and (path / "config.json").is_file():
-            _SHIPPED_LOADED[name] = load_vae(name, standalone=True)
-    return {name: model_id(_SHIPPED_LOADED[name]) for name in SHIPPED_MODELS if name in _SHIPPED_LOADED}
+    return {name: model_id(vae) for name in SHIPPED_MODELS if (vae := _shipped(name)) is not None}
 
 
 def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
-    """The shipped model whose weights have this 8-byte :func:`model_id`, or None (see :func:`shipped_ids`)."""
-    return next((_SHIPPED_LOADED[name] for name, i in shipped_ids().items() if i == model_id_), None)
+    """The shipped model whose weights have this 8-byte :func:`model_id`, or None (see :func:`shipped_ids`).
+
+    Loads them one by one, the codec's model first (what `.latent` files name unless made with another), so a
+    file of the codec's model loads one model, not all."""
+    for name in sorted(SHIPPED_MODELS, key=lambda n: n != "codec"):
+        vae = _shipped(name)
+        if vae is not None and model_id(vae) == model_id_:
+            return vae
+    return None
 
 
 def num_parameters(vae: torch.nn.Module) -> int:

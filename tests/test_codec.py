@@ -225,6 +225,7 @@ def test_without_a_model_the_shipped_model_of_the_file_id_decodes(micro_vae, ran
     made = compress(rand_image, quality=60)
     assert made == compress(rand_image, codec, quality=60)  # the codec model by default
     assert torch.equal(decompress(made).rgb, decompress(made, codec).rgb)
+    assert list(M._SHIPPED_LOADED) == ["codec"]  # a file of the codec's model loads that model alone
     plain = compress(rand_image, "default", quality=60)
     assert torch.equal(decompress(plain).rgb, decompress(plain, micro_vae).rgb)
     stranger = compress(rand_image, M.make_vae(dict(micro_vae.config), seed=2).eval(), quality=60)
