@@ -176,7 +176,7 @@ def test_shipped_weights_same_bits_on_a_photo():
     assert torch.equal(M.decode(mine, z), M.decode(ref, z))
 
 
-@pytest.mark.parametrize("job", ["roundtrip", "encode", "decode"])
+@pytest.mark.parametrize("job", ["roundtrip", "encode", "decode", "info"])
 def test_model_commands_do_not_import_diffusers(job, tmp_path, micro_vae):
     folder = M.save_vae(micro_vae, tmp_path / "m")
     src = tmp_path / "in.png"
@@ -186,7 +186,7 @@ def test_model_commands_do_not_import_diffusers(job, tmp_path, micro_vae):
     assert main(["encode", str(src), "-o", str(tmp_path / "a.latent"), "--model", str(folder)]) == 0
     argv = {"roundtrip": ["roundtrip", str(src), "-o", str(tmp_path / "r.png")],
             "encode": ["encode", str(src), "-o", str(tmp_path / "b.latent")],
-            "decode": ["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "d.png")]}[job]
+            "decode": ["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "d.png")], "info": ["info"]}[job]
     code = ("import sys\nfrom latentkit.cli import main\nrc = main(sys.argv[1:])\n"
             "print('RESULT', rc, 'diffusers' in sys.modules, 'torch' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code, *argv, "--model", str(folder)], capture_output=True, text=True,

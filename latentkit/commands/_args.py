@@ -73,9 +73,10 @@ def model_path(model: str | None) -> Path:
 
 
 def load_model(args: argparse.Namespace, device: str | None = None, default: str = "default",
-               standalone: bool = False):
-    """The model --model / --allow-pickle name (no --model: the shipped model named `default`). ``standalone``:
-    for commands that only run the network (:func:`latentkit.load_vae`'s ``standalone``: no diffusers import)."""
+               standalone: bool = True):
+    """The model --model / --allow-pickle name (no --model: the shipped model named `default`). ``standalone``
+    (:func:`latentkit.load_vae`'s: the network without diffusers' import) for every command that only runs the
+    network; False where diffusers' own model is needed (export)."""
     from ..model import load_vae
 
     return load_vae(args.model or default, device=device, allow_pickle=args.allow_pickle, standalone=standalone)

@@ -41,9 +41,9 @@ def run(args: argparse.Namespace) -> int:
         _args.check_paths(args, image_output=True)
         format.parse(_args.read_input(args.input), _args.max_pixels(args))
 
-    from ..codec import decompress  # torch and diffusers from here on
+    from ..codec import decompress  # torch from here on
 
-    vae = None if args.model is None else _args.load_model(args, standalone=True)
+    vae = None if args.model is None else _args.load_model(args)
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         data = _args.read_input(src)

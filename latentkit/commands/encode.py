@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
                                  f"{Path(out).with_suffix('.latent')} (or `latentkit roundtrip` for an image)")
         _args.check_paths(args)
 
-    from ..codec import LatentEncoder, decompress  # torch and diffusers from here on
+    from ..codec import LatentEncoder, decompress  # torch from here on
     from ..io import read_image
     from ..metrics.psnr import written_psnr
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
 
     first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
-    vae = _args.load_model(args, default="codec", standalone=True)
+    vae = _args.load_model(args, default="codec")
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         image = first.pop(src, None) or read(src)

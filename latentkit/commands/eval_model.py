@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..bench.evaluate import evaluate_folder, format_table
 
-    vae = _args.load_model(args, device="cuda" if torch.cuda.is_available() else None, standalone=True)
+    vae = _args.load_model(args, device="cuda" if torch.cuda.is_available() else None)
     result = {"model": args.model or "default", **evaluate_folder(vae, args.data)}
     print(json.dumps(result) if args.json else format_table(result))
     return 0

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         return _export_onnx(args)
     if args.format == "ldm":
-        vae = _args.load_model(args)
+        vae = _args.load_model(args, standalone=False)
         out = export_single_file(vae, args.out_dir, dtype=_args.torch_dtype(args.dtype), overwrite=args.overwrite,
                                  inputs=(_args.model_path(args.model),))
         from ..pipeline import LDM_NORM_GROUPS
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
                             "dtype": args.dtype or "as loaded", "note": note},
                      f"wrote {out} (SD/LDM single file)" + (f"; note: {note}" if note else ""))
         return 0
-    vae = _args.load_model(args)
+    vae = _args.load_model(args, standalone=False)
     out = export(vae, args.out_dir, dtype=_args.torch_dtype(args.dtype), scaling_factor=args.scaling_factor,
                  shift_factor=args.shift_factor, inputs=(_args.model_path(args.model),))
     cfg = vae.config
@@ -78,7 +78,7 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
     if args.dtype not in (None, "fp32"):
         raise LatentkitError("ONNX export writes float32 graphs; --dtype fp16/bf16 is not supported")
-    vae = _args.load_model(args)
+    vae = _args.load_model(args, standalone=False)
     result = export_onnx(vae, args.out_dir, overwrite=args.overwrite)
     diffs = result["max_abs_diff"]
     check = ("not checked (onnxruntime not installed)" if diffs is None else

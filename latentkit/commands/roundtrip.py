@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.single:
         _args.check_paths(args, image_output=True)
 
-    import torch  # and diffusers from here on
+    import torch  # and the model from here on
 
     from ..metrics.psnr import written_psnr
     from ..model import reconstruct
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         return read_image(_args.read_input(src) if src == _args.STDIO else src, _args.max_pixels(args))
 
     first = {args.input: read(args.input)} if args.single else {}  # a bad image fails before the model loads
-    vae = _args.load_model(args, standalone=True)
+    vae = _args.load_model(args)
 
     def work(src: str, dst: str) -> tuple[dict, str]:
         fmt = "PNG" if dst == _args.STDIO else image_format(dst)

@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise LatentkitError("--limit must be at least 1")
-    vae = _args.load_model(args, device="cuda" if torch.cuda.is_available() else None)
+    # --write saves diffusers' model (export); measuring alone needs only the network
+    vae = _args.load_model(args, device="cuda" if torch.cuda.is_available() else None, standalone=not args.write)
     scale, shift = estimate_scale_factor(vae, args.data, limit=args.limit, sample=not args.mean,
                                          shift=args.shift, crop=args.crop, seed=args.seed)
     result = {"model": args.model or "default", "data": args.data, "statistic": "mean" if args.mean else "sample",
