@@ -11,7 +11,7 @@ import torch
 from .. import model as lkmodel
 from ..errors import LatentkitError
 from ..io import DEFAULT_MAX_PIXELS, Image
-from . import allocate, entropy, format, quant
+from . import allocate, entropy, format, quant, refine
 
 if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
     from diffusers import AutoencoderKL
@@ -38,9 +38,12 @@ class LatentEncoder:
     ``LatentEncoder(image, vae).pack(60)`` gives the same bytes as ``compress(image, vae, quality=60)``."""
 
     def __init__(self, image: Image, vae: VaeArg = None, latent: np.ndarray | None = None,
-                 gains: np.ndarray | None = None):
+                 gains: np.ndarray | None = None, refine_steps: int = 0, progress: bool = False):
         """``vae``: the model whose id the file carries (None: :data:`CODEC_MODEL`); ``latent`` / ``gains``: the
-        analysis when already made (e.g. timed apart); computed when omitted."""
+        analysis when already made (e.g. timed apart); computed when omitted. ``refine_steps``: gradient steps
+        that refine the latent for each quality's quantization before it is coded (:mod:`latentkit.codec.refine`;
+        0: the encoder's latent as it is); ``progress``: a progress bar over them."""
+        self.refine_steps, self.progress = refine.check_steps(refine_steps), progress
         if max(image.width, image.height) > format.MAX_SIDE:  # before the model runs, not when packing
             raise LatentkitError(f"a .latent file holds at most {format.MAX_SIDE} px a side; the image is "
                                  f"{image.width}x{image.height}")
@@ -52,8 +55,11 @@ class LatentEncoder:
 
     def symbols(self, quality: int) -> tuple[np.ndarray, np.ndarray]:
         """(step exponents C, integer symbols C x h x w) at quality 1..100: what :meth:`pack` entropy-codes."""
-        exponents = allocate.choose_exponents(self.latent, self.gains, quant.check_quality(quality))
-        return exponents, quant.quantize(self.latent, exponents)
+        quality = quant.check_quality(quality)
+        exponents = allocate.choose_exponents(self.latent, self.gains, quality)
+        latent = refine.refine_latent(self.vae, self.image.batch(), self.latent, exponents, quality,
+                                      self.refine_steps, self.progress)
+        return exponents, quant.quantize(latent, exponents)
 
     def pack(self, quality: int) -> bytes:
         """The `.latent` bytes at quality 1..100 (higher is better)."""
@@ -84,19 +90,22 @@ class LatentEncoder:
         return best
 
 
-def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | None = None) -> bytes:
+def compress(image: Image, vae: VaeArg = None, quality: int = 75, bpp: float | None = None,
+             refine_steps: int = 0) -> bytes:
     """Encode an image to `.latent` bytes.
 
     ``quality``: integer 1..100, higher is better (the quantization steps halve every 16 points; see
     :mod:`latentkit.codec.quant`).
     ``bpp``: if given, the quality is searched (bisection) for the largest file of at most ``bpp`` bits per
     pixel (whole file bytes x 8 / (width x height)); raises :class:`LatentkitError` if even quality 1 is larger.
+    ``refine_steps``: refine the latent by this many gradient steps per quality tried (:mod:`.refine`; slower
+    encoding, the same format; 0: off).
     """
     if bpp is None:
         quant.check_quality(quality)
-        return LatentEncoder(image, vae).pack(quality)
+        return LatentEncoder(image, vae, refine_steps=refine_steps).pack(quality)
     quant.check_bpp(bpp)
-    return LatentEncoder(image, vae).fit_bpp(bpp)[1]
+    return LatentEncoder(image, vae, refine_steps=refine_steps).fit_bpp(bpp)[1]
 
 
 def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFAULT_MAX_PIXELS,
