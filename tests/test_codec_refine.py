@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -63,7 +65,9 @@ def test_cli_refine(micro_vae, tmp_path, capsys, crop):
 
     folder = M.save_vae(micro_vae, tmp_path / "m")
     src = write_image(crop, tmp_path / "in.png")
-    assert main(["encode", str(src), "-o", str(tmp_path / "a.latent"), "--model", str(folder), "--refine", "3"]) == 0
+    assert main(["encode", str(src), "-o", str(tmp_path / "a.latent"), "--model", str(folder), "--refine", "3",
+                 "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["refine_steps"] == 3
     assert main(["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "a.png"), "--model", str(folder)]) == 0
     assert main(["encode", str(src), "-o", str(tmp_path / "b.latent"), "--refine", "-2"]) == 2
     assert "--refine takes a number of steps" in capsys.readouterr().err

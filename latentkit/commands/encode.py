@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         _args.write_output(dst, data, inputs=(src,))
         value = None if args.no_psnr else written_psnr(image, decompress(data, vae))
         figures = {"input": src, "output": dst, "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
-                   "quality": quality, "width": image.width, "height": image.height,
+                   "quality": quality, "refine_steps": args.refine, "width": image.width, "height": image.height,
                    "psnr_db": None if value is None else round(value, 4), "seconds": round(seconds, 3)}
         psnr_text = "" if value is None else f", PSNR {value:.2f} dB"
         return figures, (f"{dst}: {len(data)} bytes, {figures['bpp']:.4f} bpp, quality {quality} "
