@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from .. import runtime, standalone, tiling
 from ..errors import LatentkitError
+from ..model import downsampling_factor
 from . import quant
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def refine_latent(vae: AutoencoderKL, image: torch.Tensor, latent: np.ndarray, e
     if steps <= 0:
         return latent
     h, w = image.shape[-2:]
-    f = 2 ** (len(vae.config.block_out_channels) - 1)
+    f = downsampling_factor(vae)
     if tiling.should_tile(vae, f * latent.shape[-2], f * latent.shape[-1], op="decode"):
         raise LatentkitError(f"refinement runs the decoder on the whole image with gradients, and a {w}x{h} image "
                              "is too large for that here (it decodes in tiles); encode it without refinement")
