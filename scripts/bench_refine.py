@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_onnx import cpu_name  # noqa: E402
 
 
 def main() -> int:
@@ -38,9 +40,7 @@ def main() -> int:
     from latentkit.metrics.psnr import psnr
     from latentkit.metrics.ssim import ms_ssim
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    print(f"CPU: {cpu} ({torch.get_num_threads()} threads)")
+    print(f"CPU: {cpu_name()}; {torch.get_num_threads()} threads")
     for name in args.images.split(","):
         image = lkio.read_image(Path(args.kodak) / f"{name}.png")
         x = image.batch()
@@ -62,7 +62,7 @@ def main() -> int:
             for p in pts:
                 print(f"  {name} {kind:7s} q{p['quality']}: {p['bpp']:.4f} bpp, {p['psnr']:.2f} dB, "
                       f"MS-SSIM {p['ms_ssim']:.4f}, {p['seconds']:.1f} s")
-        rec = {"bench": "refine", "image": name, "steps": args.steps, **curves}
+        rec = {"bench": "refine", "cpu": cpu_name(), "image": name, "steps": args.steps, **curves}
         for metric in ("psnr", "ms_ssim"):
             rec[f"bd_rate_{metric}_pct"] = round(bd_rate(
                 [p["bpp"] for p in curves["plain"]], [p[metric] for p in curves["plain"]],

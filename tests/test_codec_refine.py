@@ -70,4 +70,4 @@ def test_cli_refine(micro_vae, tmp_path, capsys, crop):
     assert json.loads(capsys.readouterr().out)["refine_steps"] == 3
     assert main(["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "a.png"), "--model", str(folder)]) == 0
     assert main(["encode", str(src), "-o", str(tmp_path / "b.latent"), "--refine", "-2"]) == 2
-    assert "--refine takes a number of steps" in capsys.readouterr().err
+    assert "refinement steps must be an integer >= 0, got -2" in capsys.readouterr().err

@@ -43,7 +43,7 @@ class LatentEncoder:
         analysis when already made (e.g. timed apart); computed when omitted. ``refine_steps``: gradient steps
         that refine the latent for each quality's quantization before it is coded (:mod:`latentkit.codec.refine`;
         0: the encoder's latent as it is); ``progress``: a progress bar over them."""
-        self.refine_steps, self.progress = refine.check_steps(refine_steps), progress
+        self.refine_steps, self.progress = quant.check_refine_steps(refine_steps), progress
         if max(image.width, image.height) > format.MAX_SIDE:  # before the model runs, not when packing
             raise LatentkitError(f"a .latent file holds at most {format.MAX_SIDE} px a side; the image is "
                                  f"{image.width}x{image.height}")

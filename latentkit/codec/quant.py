@@ -59,6 +59,13 @@ def check_bpp(bpp: float) -> float:
     return float(bpp)
 
 
+def check_refine_steps(steps: int) -> int:
+    """A count of refinement steps (:mod:`latentkit.codec.refine`): an integer >= 0."""
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise LatentkitError(f"refinement steps must be an integer >= 0, got {steps!r}")
+    return int(steps)
+
+
 def noise_level(quality: int) -> float:
     """``k`` of a quality: the RMS pixel error (images in [0, 1]) each latent channel's quantization adds,
     times sqrt(12)."""

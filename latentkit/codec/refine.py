@@ -72,9 +72,3 @@ def refine_latent(vae: AutoencoderKL, image: torch.Tensor, latent: np.ndarray, e
     return (u.detach() * step)[0].float().cpu().numpy()
 
 
-def check_steps(steps: int) -> int:
-    """A refinement step count: an integer >= 0."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 0:
-        raise LatentkitError(f"refinement steps must be an integer >= 0, got {steps!r}")
-    return int(steps)
-

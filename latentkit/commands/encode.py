@@ -42,8 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from ..codec import quant
     from ..errors import LatentkitError
 
-    if args.refine < 0:
-        raise LatentkitError(f"--refine takes a number of steps, 0 or more; got {args.refine}")
+    quant.check_refine_steps(args.refine)
     if args.bpp is None:
         quant.check_quality(args.quality)
     else:
