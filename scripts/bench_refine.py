@@ -31,6 +31,8 @@ def main() -> int:
     ap.add_argument("--qualities", default="30,45,60")
     ap.add_argument("--anchor-qualities", default="20,28,36,44,52,60,68,76,84")
     args = ap.parse_args()
+    if min(len(args.qualities.split(",")), len(args.anchor_qualities.split(","))) < 2:
+        ap.error("--qualities and --anchor-qualities need 2 or more qualities each (a BD-rate needs a curve)")
 
     import torch
 
