@@ -94,6 +94,24 @@ def test_parse_qualities():
         parse_qualities(None, ["gif"])
 
 
+def test_latent_refine_is_the_refined_encoder_and_runs_only_when_named(micro_vae):
+    from latentkit.bench.rd import latent_model_id, make_roundtrips
+    from latentkit.bench.sweeps import (CODECS, DEFAULT_CODECS, LATENT, LATENT_REFINE, LATENT_REFINE_QUALITIES,
+                                        REFINE_STEPS)
+    from latentkit.codec import compress
+    from latentkit.io import Image
+
+    assert LATENT_REFINE in CODECS and LATENT_REFINE not in DEFAULT_CODECS  # ~100x slower: opt-in
+    assert parse_qualities(None, [LATENT_REFINE]) == {LATENT_REFINE: LATENT_REFINE_QUALITIES}
+    image = Image(torch.from_numpy(_gradient(40, 48, seed=3)).permute(2, 0, 1).float() / 255)
+    roundtrips = make_roundtrips([LATENT, LATENT_REFINE], micro_vae)
+    data, decoded = roundtrips[LATENT_REFINE](image, 60)
+    assert data == compress(image, micro_vae, quality=60, refine_steps=REFINE_STEPS)
+    assert data != roundtrips[LATENT](image, 60)[0] and decoded.shape == (3, 40, 48)
+    # the resume journal keys the refined points apart from the plain ones
+    assert latent_model_id(roundtrips[LATENT_REFINE]) == latent_model_id(roundtrips[LATENT]) + f"+refine{REFINE_STEPS}"
+
+
 def test_cli_rejects_unknown_codec_and_missing_data(tmp_path, capsys):
     assert main(["bench", "rd", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--codecs", "gif"]) == 2
     assert main(["bench", "rd", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),

@@ -32,7 +32,8 @@ from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
 from .journal import PointJournal
-from .sweeps import CODECS, LATENT, LATENT_QUALITIES, PCA, PCA_QUALITIES
+from .sweeps import (CODECS, DEFAULT_CODECS, LATENT, LATENT_QUALITIES, LATENT_REFINE, LATENT_REFINE_QUALITIES, PCA,
+                     PCA_QUALITIES, REFINE_STEPS)
 
 ANCHORS = ("jpeg", LATENT)
 
@@ -72,29 +73,29 @@ def classic_roundtrip(name: str) -> Roundtrip:
 class LatentRoundtrip:
     """The `.latent` codec as a :data:`Roundtrip`: one :class:`~latentkit.codec.api.LatentEncoder` per image
     serves all its qualities (the encoder pass and the decoder gains are not recomputed); the bytes are those of
-    ``compress``."""
+    ``compress`` (with ``refine_steps``: of ``compress(..., refine_steps=)``, i.e. ``encode --refine``)."""
 
-    def __init__(self, vae):
-        self.vae, self._image, self._encoder = vae, None, None
+    def __init__(self, vae, refine_steps: int = 0):
+        self.vae, self.refine_steps, self._image, self._encoder = vae, refine_steps, None, None
 
     def __call__(self, image: lkio.Image, quality: int) -> tuple[bytes, torch.Tensor]:
         from ..codec import LatentEncoder, decompress
 
         if self._image is not image:
-            self._image, self._encoder = image, LatentEncoder(image, self.vae)
+            self._image, self._encoder = image, LatentEncoder(image, self.vae, refine_steps=self.refine_steps)
         data = self._encoder.pack(quality)
         return data, decompress(data, self.vae).rgb
 
 
-def latent_roundtrip(model: Any = None, device: str | None = None) -> Roundtrip:
+def latent_roundtrip(model: Any = None, device: str | None = None, refine_steps: int = 0) -> Roundtrip:
     """The `.latent` codec with `model` (an ``AutoencoderKL``, a path or shipped name, or None: the codec's
-    model, ``weights/codec``)."""
+    model, ``weights/codec``), its latents refined by `refine_steps` gradient steps (0: none)."""
     from ..codec.api import CODEC_MODEL
     from ..model import load_vae
 
     if not isinstance(model, torch.nn.Module):
         model = load_vae(model or CODEC_MODEL, device=device, standalone=True)
-    return LatentRoundtrip(model)
+    return LatentRoundtrip(model, refine_steps)
 
 
 def pca_roundtrip() -> Roundtrip:
@@ -105,16 +106,22 @@ def pca_roundtrip() -> Roundtrip:
 
 
 def latent_model_id(roundtrip: Roundtrip) -> str:
-    """The model id (hex) of a latent-codec roundtrip's VAE: what its points depend on."""
+    """The model id (hex) of a latent-codec roundtrip's VAE, with its refinement steps if any: what its points
+    depend on."""
     from ..model import model_id
 
-    return model_id(roundtrip.vae).hex()
+    steps = roundtrip.refine_steps
+    return model_id(roundtrip.vae).hex() + (f"+refine{steps}" if steps else "")
 
 
 def make_roundtrips(codecs: Sequence[str], model: Any = None, device: str | None = None) -> dict[str, Roundtrip]:
-    """A :data:`Roundtrip` per codec name; the latent codec with `model` (a VAE, a path, or None: the codec's)."""
-    return {c: (latent_roundtrip(model, device) if c == LATENT else pca_roundtrip() if c == PCA
-                else classic_roundtrip(c)) for c in codecs}
+    """A :data:`Roundtrip` per codec name; the latent codecs (plain and refined) share one `model` (a VAE, a path,
+    or None: the codec's)."""
+    if {LATENT, LATENT_REFINE} & set(codecs) and not isinstance(model, torch.nn.Module):
+        model = latent_roundtrip(model, device).vae  # loaded once for both
+    return {c: (latent_roundtrip(model, device) if c == LATENT else
+                latent_roundtrip(model, device, REFINE_STEPS) if c == LATENT_REFINE else
+                pca_roundtrip() if c == PCA else classic_roundtrip(c)) for c in codecs}
 
 
 def lpips_nets(requested: Sequence[str] | None) -> list[str]:
@@ -353,8 +360,8 @@ def check_codecs(codecs: Sequence[str]) -> None:
 def parse_qualities(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[str, tuple[int, ...]]:
     """Sweeps per codec: the defaults, overridden by specs ``"codec=q1,q2,..."`` or ``"q1,q2,..."`` (all)."""
     check_codecs(codecs)
-    out = {c: (LATENT_QUALITIES if c == LATENT else PCA_QUALITIES if c == PCA else CLASSIC[c].qualities)
-           for c in codecs}
+    defaults = {LATENT: LATENT_QUALITIES, LATENT_REFINE: LATENT_REFINE_QUALITIES, PCA: PCA_QUALITIES}
+    out = {c: defaults[c] if c in defaults else CLASSIC[c].qualities for c in codecs}
     for spec in specs or ():
         name, _, values = spec.rpartition("=")
         targets = [name] if name else list(codecs)
@@ -402,7 +409,7 @@ def load_points(path: str | os.PathLike, images: Sequence[Path], exclude: Sequen
     return rows
 
 
-def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence[str] = CODECS,
+def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence[str] = DEFAULT_CODECS,
            model: Any = None, qualities: dict[str, Sequence[int]] | None = None,
            nets: Sequence[str] | None = None, limit: int | None = None, device: str | None = None,
            plots: bool = True, progress: bool = True, reuse: str | os.PathLike | None = None,
@@ -436,7 +443,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
     out.mkdir(parents=True, exist_ok=True)
     journal = PointJournal(out, {"data": str(Path(data).resolve()), "metrics": metrics, "models": {
-        c: (latent_model_id(r) if c == LATENT else c) for c, r in roundtrips.items()}})
+        c: (latent_model_id(r) if c in (LATENT, LATENT_REFINE) else c) for c, r in roundtrips.items()}})
     try:
         rows = sweep(images, roundtrips, qualities, metrics, progress, journal)
     finally:
@@ -447,7 +454,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     bdr = bd_rates(curves, metrics)
     result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
     meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(),
-            "model": _model_name(model) if LATENT in codecs else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
+            "model": _model_name(model) if {LATENT, LATENT_REFINE} & set(codecs) else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
             "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
     result.files += [
         _write_csv(out / "points.csv", rows, images),

@@ -14,7 +14,16 @@ CLASSIC_QUALITIES = {
 }
 #: The latent codec's quality runs 1..100; the default sweep covers all of it, densest at the low end.
 LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
+#: the latent codec with encoder-side refinement (`latentkit encode --refine REFINE_STEPS`, latentkit.codec.refine):
+#: ~100x the encoding time of the plain codec, so only run when named in --codecs; its sweep covers the qualities
+#: where refinement is recommended and a low one for the trade below them
+LATENT_REFINE = "latent-refine"
+REFINE_STEPS = 20
+LATENT_REFINE_QUALITIES = (30, 40, 50, 60, 75)
 #: the linear baseline (latentkit.bench.pca_codec): PCA coefficients coded as latents, on the latent codec's scale
 PCA = "pca"
 PCA_QUALITIES = LATENT_QUALITIES
-CODECS = (LATENT, PCA, *CLASSIC_QUALITIES)
+#: what runs without --codecs
+DEFAULT_CODECS = (LATENT, PCA, *CLASSIC_QUALITIES)
+#: every codec bench rd knows
+CODECS = (LATENT, LATENT_REFINE, PCA, *CLASSIC_QUALITIES)

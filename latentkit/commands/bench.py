@@ -7,7 +7,8 @@ import json
 
 
 def register(subparsers) -> None:
-    from ..bench.sweeps import CLASSIC_QUALITIES, CODECS, LATENT_QUALITIES
+    from ..bench.sweeps import (CLASSIC_QUALITIES, CODECS, DEFAULT_CODECS, LATENT_QUALITIES, LATENT_REFINE,
+                                LATENT_REFINE_QUALITIES, REFINE_STEPS)
 
     p = subparsers.add_parser("bench", help="benchmarks: rate-distortion against classic codecs",
                               description="Benchmarks. `latentkit bench rd --help` for the rate-distortion sweep.")
@@ -22,14 +23,16 @@ def register(subparsers) -> None:
                     "against latent; negative = fewer bits for the same quality) and rd_<metric>.png into --out.")
     rd.add_argument("--data", required=True, help="folder of images (e.g. ../shared/data/kodak)")
     rd.add_argument("--out", required=True, help="results folder (created if missing; its files are replaced)")
-    rd.add_argument("--codecs", default=",".join(CODECS),
-                    help=f"comma-separated codecs from {', '.join(CODECS)} (default: all)")
+    rd.add_argument("--codecs", default=",".join(DEFAULT_CODECS),
+                    help=f"comma-separated codecs from {', '.join(CODECS)} (default: all but {LATENT_REFINE}, the "
+                         f"latent codec with `encode --refine {REFINE_STEPS}`: ~25 s a point on 2 CPU cores)")
     rd.add_argument("--model", default=None,
                     help="model for the latent codec: a diffusers folder, a latentkit run or checkpoint folder, "
                          "a .safetensors file, or 'default' / 'codec' (default: the shipped weights/codec, the codec's model)")
     rd.add_argument("--qualities", action="append", metavar="[CODEC=]Q,Q,...",
                     help="quality sweep (0..100; latent 1..100), for one codec with CODEC= or for all; "
-                         f"repeatable. Defaults: latent: {','.join(map(str, LATENT_QUALITIES))}; {defaults}")
+                         f"repeatable. Defaults: latent: {','.join(map(str, LATENT_QUALITIES))}; "
+                         f"{LATENT_REFINE}: {','.join(map(str, LATENT_REFINE_QUALITIES))}; {defaults}")
     rd.add_argument("--lpips-nets", default=None, metavar="NET,NET",
                     help="LPIPS networks from squeeze, alex, vgg (default: squeeze, plus alex/vgg when their "
                          "weights are on disk: `latentkit fetch lpips-alex`)")
