@@ -353,13 +353,24 @@ def _copy_as(vae: AutoencoderKL, dtype: torch.dtype) -> AutoencoderKL:
     return move(clone, dtype=dtype)
 
 
-def weights_sha256(vae: AutoencoderKL) -> str:
-    """sha256 (hex) over the weights as fp32, keys sorted: the same for a model loaded in fp16 or fp32."""
+def weights_sha256(vae: AutoencoderKL, prefixes: tuple[str, ...] = ("",)) -> str:
+    """sha256 (hex) over the weights as fp32, keys sorted: the same for a model loaded in fp16 or fp32.
+    ``prefixes``: only the weights whose names start with one of them (e.g. :data:`DECODING_WEIGHTS`)."""
     h = hashlib.sha256()
     for k, v in sorted(vae.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if k.startswith(prefixes):
+            h.update(k.encode())
+            h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+#: the weights that turn a latent into pixels: all a `.latent` file needs
+DECODING_WEIGHTS = ("post_quant_conv.", "decoder.")
+
+#: `.latent` model ids of earlier shipped versions, by the sha256 (:func:`weights_sha256` of
+#: :data:`DECODING_WEIGHTS`) of their decoding weights: a version that changed only the encoder keeps the decoder,
+#: so a model with those decoding weights decodes those files exactly as their own model did.
+EARLIER_IDS: dict[str, tuple[str, ...]] = {}
 
 
 def model_id(vae: AutoencoderKL) -> bytes:
@@ -370,6 +381,17 @@ def model_id(vae: AutoencoderKL) -> bytes:
     if cached is None:
         cached = bytes.fromhex(weights_sha256(vae))[:8]
         vae._latentkit_model_id = cached
+    return cached
+
+
+def decodes_ids(vae: AutoencoderKL) -> set[bytes]:
+    """The model ids of the `.latent` files this model decodes as their own model did: its :func:`model_id`, and
+    those of earlier versions with the same decoding weights (:data:`EARLIER_IDS`). Cached like the id."""
+    cached = getattr(vae, "_latentkit_decodes_ids", None)
+    if cached is None:
+        earlier = EARLIER_IDS.get(weights_sha256(vae, DECODING_WEIGHTS), ()) if EARLIER_IDS else ()
+        cached = {model_id(vae), *map(bytes.fromhex, earlier)}
+        vae._latentkit_decodes_ids = cached
     return cached
 
 
@@ -391,13 +413,14 @@ def shipped_ids() -> dict[str, bytes]:
 
 
 def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
-    """The shipped model whose weights have this 8-byte :func:`model_id`, or None (see :func:`shipped_ids`).
+    """The shipped model whose weights have this 8-byte :func:`model_id` (or decode its files: :func:`decodes_ids`),
+    or None (see :func:`shipped_ids`).
 
     Loads them one by one, the codec's model first (what `.latent` files name unless made with another), so a
     file of the codec's model loads one model, not all."""
     for name in sorted(SHIPPED_MODELS, key=lambda n: n != "codec"):
         vae = _shipped(name)
-        if vae is not None and model_id(vae) == model_id_:
+        if vae is not None and model_id_ in decodes_ids(vae):
             return vae
     return None
 

@@ -150,6 +150,29 @@ def test_wrong_model_refused(micro_vae, rand_image):
         decompress(data, other)
 
 
+def test_a_new_encoder_on_the_same_decoder_decodes_the_earlier_versions_files(micro_vae, rand_image, monkeypatch):
+    """EARLIER_IDS: a version that changed only the encoder names the ids of the files it decodes as before."""
+    import latentkit.model as M
+
+    old = M.make_vae(dict(micro_vae.config), seed=3).eval().requires_grad_(False)
+    new = M.make_vae(dict(micro_vae.config), seed=4).eval().requires_grad_(False)
+    new.decoder.load_state_dict(old.decoder.state_dict())
+    new.post_quant_conv.load_state_dict(old.post_quant_conv.state_dict())
+    data = compress(rand_image, old, quality=60)
+    with pytest.raises(LatentkitError, match="--force-model"):
+        decompress(data, new)  # not declared: refused
+    decoder_sha = M.weights_sha256(new, M.DECODING_WEIGHTS)
+    assert decoder_sha == M.weights_sha256(old, M.DECODING_WEIGHTS) != M.weights_sha256(micro_vae, M.DECODING_WEIGHTS)
+    monkeypatch.setattr(M, "EARLIER_IDS", {decoder_sha: (M.model_id(old).hex(),)})
+    new = M.make_vae(dict(micro_vae.config), seed=4).eval().requires_grad_(False)  # nothing cached yet
+    new.decoder.load_state_dict(old.decoder.state_dict())
+    new.post_quant_conv.load_state_dict(old.post_quant_conv.state_dict())
+    assert M.decodes_ids(new) == {M.model_id(new), M.model_id(old)}
+    assert torch.equal(decompress(data, new).rgb, decompress(data, old).rgb)
+    with pytest.raises(LatentkitError, match="--force-model"):  # another decoder does not inherit the ids
+        decompress(data, M.make_vae(dict(micro_vae.config), seed=5).eval())
+
+
 def test_decode_bit_exact_across_runs(micro_vae, kodak_crop):
     data = compress(kodak_crop, micro_vae, quality=60)
     assert compress(kodak_crop, micro_vae, quality=60) == data

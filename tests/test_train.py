@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from latentkit.cli import main
+from latentkit.errors import LatentkitError
 from latentkit.model import load_vae, save_vae
 from latentkit.train.data import RandomCrops
 from latentkit.train.losses import PatchDiscriminator, adaptive_weight, generator_adv_loss, kl_divergence, kl_loss
@@ -128,6 +129,24 @@ def test_decoder_only_freezes_encoder(micro_config, image_dir, tmp_path):
         trainer.train_step(trainer.data.batch(2))
     assert all(torch.equal(v, trainer.vae.encoder.state_dict()[k]) for k, v in enc.items())
     assert not torch.equal(dec, trainer.vae.decoder.conv_out.weight)
+
+
+def test_encoder_only_freezes_decoder_and_refuses_what_needs_it(micro_config, image_dir, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = Trainer(_args(micro_config, image_dir, tmp_path / "run", encoder_only=True,
+                                sample_posterior=False))
+    dec = {k: v.clone() for k, v in trainer.vae.decoder.state_dict().items()}
+    pq = [p.detach().clone() for p in trainer.vae.post_quant_conv.parameters()]
+    enc = trainer.vae.encoder.conv_in.weight.detach().clone()
+    for _ in range(2):
+        trainer.train_step(trainer.data.batch(2))
+    assert all(torch.equal(v, trainer.vae.decoder.state_dict()[k]) for k, v in dec.items())
+    assert all(torch.equal(a, b) for a, b in zip(pq, trainer.vae.post_quant_conv.parameters()))
+    assert not torch.equal(enc, trainer.vae.encoder.conv_in.weight)  # gradients flow through the frozen decoder
+    for bad, match in ((dict(decoder_only=True), "exclude each other"), (dict(disc_start=0), "adversarial")):
+        with pytest.raises(LatentkitError, match=match):
+            Trainer(_args(micro_config, image_dir, tmp_path / "bad", encoder_only=True, **bad))
 
 
 def test_resume_continues_exactly(micro_config, image_dir, tmp_path):

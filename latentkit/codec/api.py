@@ -113,8 +113,9 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
     """Parse `.latent` bytes and entropy-decode them: (container, latent 1 x C x h x w float32, the model to
     decode it with).
 
-    ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries. A given model must have
-    the file's id unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
+    ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries (or an earlier version's
+    with the same decoding weights: :func:`latentkit.model.decodes_ids`). A given model must have the file's id (or
+    decode its files) unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
     share the encoder, so the latent means the same; the picture is what that decoder makes of it)."""
     c = format.parse(bytes(data), max_pixels)
     if vae is None:
@@ -125,11 +126,10 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
                                  f"models ({ids}): pass --model with the weights it was made with")
     else:
         vae = resolve_vae(vae)
-        need = lkmodel.model_id(vae)
-        if c.model_id != need and not force_model:
+        if c.model_id not in lkmodel.decodes_ids(vae) and not force_model:
             raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, but the model given "
-                                 f"has id {need.hex()}: pass --model with the weights of id {c.model_id.hex()} (or "
-                                 "--force-model to decode with this one anyway)")
+                                 f"has id {lkmodel.model_id(vae).hex()}: pass --model with the weights of id "
+                                 f"{c.model_id.hex()} (or --force-model to decode with this one anyway)")
     shape = lkmodel.latent_shape(vae, c.width, c.height)
     if len(c.exponents) != shape[0]:
         raise LatentkitError(f"corrupt .latent file: {len(c.exponents)} latent channels, the model has {shape[0]}")

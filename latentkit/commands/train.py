@@ -12,7 +12,7 @@ from dataclasses import fields
 from ..train.args import TrainArgs
 
 #: fields with hand-written flags (or none)
-SPECIAL = {"data", "out", "val", "config", "init", "decoder_only", "extra"}
+SPECIAL = {"data", "out", "val", "config", "init", "decoder_only", "encoder_only", "extra"}
 
 
 def _help(name: str) -> str:
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
                         "and validation grids are deleted); without it such a folder is refused")
     p.add_argument("--init", help=_help("init"))
     p.add_argument("--decoder-only", action="store_true", help=_help("decoder_only"))
+    p.add_argument("--encoder-only", action="store_true", help=_help("encoder_only"))
     for f in fields(TrainArgs):
         if f.name in SPECIAL:
             continue

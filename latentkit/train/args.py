@@ -31,6 +31,9 @@ class TrainArgs:
     init: str | None = knob(None, "start from these weights (anything load_vae accepts): fine-tuning")
     decoder_only: bool = knob(False,
         "freeze the encoder and quant_conv so the latent space stays as it is (as SD's ft-MSE VAE)")
+    encoder_only: bool = knob(False,
+        "freeze the decoder and post_quant_conv and fine-tune the encoder alone: it learns latents that the fixed "
+        "decoder turns into better pictures (the amortization gap), and every stored latent still decodes as before")
     codec_qualities: str = knob("",
         "with --decoder-only: decode latents quantized as the .latent codec does, at a quality drawn per crop from "
         "this inclusive range, e.g. 1-80 (a decoder tuned for the codec; '': off)")

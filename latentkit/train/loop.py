@@ -162,6 +162,15 @@ class Trainer:
         else:
             self.vae = make_vae(config_dict(a.config), seed=a.seed)
         self.vae.train().requires_grad_(True)
+        if a.encoder_only:
+            if a.decoder_only:
+                raise LatentkitError("--encoder-only and --decoder-only exclude each other")
+            if a.disc_start < a.steps:
+                raise LatentkitError("--encoder-only trains without the adversarial term (its adaptive weight needs "
+                                     "the decoder's gradients): set --disc-start beyond --steps")
+            self.vae.decoder.requires_grad_(False)
+            if self.vae.post_quant_conv is not None:
+                self.vae.post_quant_conv.requires_grad_(False)
         if a.decoder_only:
             self.vae.encoder.requires_grad_(False)
             if self.vae.quant_conv is not None:
