@@ -370,7 +370,11 @@ DECODING_WEIGHTS = ("post_quant_conv.", "decoder.")
 #: `.latent` model ids of earlier shipped versions, by the sha256 (:func:`weights_sha256` of
 #: :data:`DECODING_WEIGHTS`) of their decoding weights: a version that changed only the encoder keeps the decoder,
 #: so a model with those decoding weights decodes those files exactly as their own model did.
-EARLIER_IDS: dict[str, tuple[str, ...]] = {}
+EARLIER_IDS: dict[str, tuple[str, ...]] = {
+    # v0.7 (session 16) retrained only the encoder: files of v0.6 (default) and of the codec model built on it
+    "cc205b584246b7ee91fb115b34917b4929e617c3cb843a853b95973161c2908a": ("7d81e03a2fe100e0",),  # default
+    "789998b03305b8aed6c1bff8649428c5af17b2a2065f0ae798c24b4bc503b533": ("6f8314285ef27c6a",),  # codec
+}
 
 
 def model_id(vae: AutoencoderKL) -> bytes:

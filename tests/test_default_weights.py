@@ -114,3 +114,18 @@ def test_the_codec_decoder_beats_the_plain_decoder_on_the_same_file():
         assert codec_db >= plain_db + min_gain, (quality, codec_db, plain_db)
     with pytest.raises(LatentkitError, match="--force-model"):
         decompress(data, plain)
+
+
+def test_files_of_the_earlier_versions_decode_with_the_shipped_models():
+    """v0.7 changed only the encoder: each shipped model's decoding weights are those EARLIER_IDS records, so a
+    v0.6 file (the golden ones carry v0.6's default id) finds its model and decodes without --model."""
+    import latentkit.model as M
+
+    golden = ROOT / "tests" / "data" / "latent_golden" / "rgb_q50_64x48.latent"
+    data = golden.read_bytes()
+    for name in ("default", "codec"):
+        vae = latentkit.load_vae(name)
+        assert M.weights_sha256(vae, M.DECODING_WEIGHTS) in M.EARLIER_IDS
+        assert M.decodes_ids(vae) - {M.model_id(vae)}  # an earlier id besides its own
+    assert M.shipped_model(bytes.fromhex("7d81e03a2fe100e0")) is M.shipped_model(M.shipped_ids()["default"])
+    assert decompress(data).rgb.shape == (3, 48, 64)
