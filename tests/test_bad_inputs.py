@@ -191,7 +191,13 @@ def sigint_while_writing(monkeypatch) -> None:
         def half_then_interrupt(tmp: Path) -> None:
             write(tmp)
             tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
-            signal.raise_signal(signal.SIGINT)  # the handler raises KeyboardInterrupt here
+            # a shell's background job (`cmd &`, as a CI runner may start pytest) inherits SIGINT ignored, and
+            # Python then keeps it ignored: install Python's own handler, as an interactive process has it
+            previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                signal.raise_signal(signal.SIGINT)  # the handler raises KeyboardInterrupt here
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
         return real(path, half_then_interrupt, inputs)
 

@@ -47,6 +47,8 @@ def refine_latent(vae: AutoencoderKL, image: torch.Tensor, latent: np.ndarray, e
     """`latent` (C x h x w float32, unscaled) refined by `steps` gradient steps so that, quantized with the steps of
     `exponents`, the decoder reproduces `image` (1 x 3 x H x W in [0, 1]) better (see the module docstring).
 
+    Returns the iterate (the unrefined latent included) with the lowest loss, so refinement never ends worse than
+    it started by its own measure: an optimiser step can overshoot where coarse steps make the rounding jump.
     Runs the decoder with gradients on the fast path's precision (bf16 autocast where native) and memory layout."""
     if steps <= 0:
         return latent
@@ -64,16 +66,28 @@ def refine_latent(vae: AutoencoderKL, image: torch.Tensor, latent: np.ndarray, e
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     rate_weight = RATE_WEIGHT * quant.noise_level(quality) ** 2
     dtype = runtime.fast_dtype(p.device)
-    for _ in tqdm(range(steps), desc="refine", unit="step", leave=False, disable=not progress):
+
+    def loss_of(u: torch.Tensor) -> torch.Tensor:
         symbols = u + (torch.round(u) - u).detach()  # straight-through rounding
         z = runtime.prepare_input((symbols * step).to(p.dtype))
         with torch.autocast(p.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             out = net.decode(z).sample
         err = ((out.float()[..., :h, :w] + 1) / 2 - target).square().mean()
-        loss = err + rate_weight * symbols.abs().mean()
-        u.grad, = torch.autograd.grad(loss, [u])
-        opt.step()
-        schedule.step()
-    return (u.detach() * step)[0].float().cpu().numpy()
+        return err + rate_weight * symbols.abs().mean()
+
+    best, best_loss = u.detach().clone(), float("inf")  # the first step's loss is the unrefined latent's
+    for i in tqdm(range(steps + 1), desc="refine", unit="step", leave=False, disable=not progress):
+        if i == steps:  # the last iterate, scored without gradients
+            with torch.no_grad():
+                loss = loss_of(u)
+        else:
+            loss = loss_of(u)
+        if loss.item() < best_loss:
+            best, best_loss = u.detach().clone(), loss.item()
+        if i < steps:
+            u.grad, = torch.autograd.grad(loss, [u])
+            opt.step()
+            schedule.step()
+    return (best * step)[0].float().cpu().numpy()
 
 
