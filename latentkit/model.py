@@ -393,7 +393,7 @@ def decodes_ids(vae: AutoencoderKL) -> set[bytes]:
     those of earlier versions with the same decoding weights (:data:`EARLIER_IDS`). Cached like the id."""
     cached = getattr(vae, "_latentkit_decodes_ids", None)
     if cached is None:
-        earlier = EARLIER_IDS.get(weights_sha256(vae, DECODING_WEIGHTS), ()) if EARLIER_IDS else ()
+        earlier = EARLIER_IDS.get(weights_sha256(vae, DECODING_WEIGHTS), ())
         cached = {model_id(vae), *map(bytes.fromhex, earlier)}
         vae._latentkit_decodes_ids = cached
     return cached

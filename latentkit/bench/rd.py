@@ -32,8 +32,8 @@ from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
 from .journal import PointJournal
-from .sweeps import (CODECS, DEFAULT_CODECS, LATENT, LATENT_QUALITIES, LATENT_REFINE, LATENT_REFINE_QUALITIES, PCA,
-                     PCA_QUALITIES, REFINE_STEPS)
+from .sweeps import (CODECS, DEFAULT_CODECS, LATENT, LATENT_CODECS, LATENT_QUALITIES, LATENT_REFINE,
+                     LATENT_REFINE_QUALITIES, PCA, PCA_QUALITIES, REFINE_STEPS)
 
 ANCHORS = ("jpeg", LATENT)
 
@@ -87,15 +87,21 @@ class LatentRoundtrip:
         return data, decompress(data, self.vae).rgb
 
 
-def latent_roundtrip(model: Any = None, device: str | None = None, refine_steps: int = 0) -> Roundtrip:
-    """The `.latent` codec with `model` (an ``AutoencoderKL``, a path or shipped name, or None: the codec's
-    model, ``weights/codec``), its latents refined by `refine_steps` gradient steps (0: none)."""
+def _latent_model(model: Any = None, device: str | None = None):
+    """`model` as a loaded VAE: an ``AutoencoderKL`` as it is, a path or shipped name loaded, None: the codec's
+    model, ``weights/codec``."""
     from ..codec.api import CODEC_MODEL
     from ..model import load_vae
 
-    if not isinstance(model, torch.nn.Module):
-        model = load_vae(model or CODEC_MODEL, device=device, standalone=True)
-    return LatentRoundtrip(model, refine_steps)
+    if isinstance(model, torch.nn.Module):
+        return model
+    return load_vae(model or CODEC_MODEL, device=device, standalone=True)
+
+
+def latent_roundtrip(model: Any = None, device: str | None = None, refine_steps: int = 0) -> Roundtrip:
+    """The `.latent` codec with `model` (see :func:`_latent_model`), its latents refined by `refine_steps` gradient
+    steps (0: none)."""
+    return LatentRoundtrip(_latent_model(model, device), refine_steps)
 
 
 def pca_roundtrip() -> Roundtrip:
@@ -117,8 +123,8 @@ def latent_model_id(roundtrip: Roundtrip) -> str:
 def make_roundtrips(codecs: Sequence[str], model: Any = None, device: str | None = None) -> dict[str, Roundtrip]:
     """A :data:`Roundtrip` per codec name; the latent codecs (plain and refined) share one `model` (a VAE, a path,
     or None: the codec's)."""
-    if {LATENT, LATENT_REFINE} & set(codecs) and not isinstance(model, torch.nn.Module):
-        model = latent_roundtrip(model, device).vae  # loaded once for both
+    if set(LATENT_CODECS) & set(codecs):
+        model = _latent_model(model, device)  # loaded once for both
     return {c: (latent_roundtrip(model, device) if c == LATENT else
                 latent_roundtrip(model, device, REFINE_STEPS) if c == LATENT_REFINE else
                 pca_roundtrip() if c == PCA else classic_roundtrip(c)) for c in codecs}
@@ -443,7 +449,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         raise LatentkitError(f"--reuse: {reuse} lacks the metric(s) {', '.join(lacking)} of this run")
     out.mkdir(parents=True, exist_ok=True)
     journal = PointJournal(out, {"data": str(Path(data).resolve()), "metrics": metrics, "models": {
-        c: (latent_model_id(r) if c in (LATENT, LATENT_REFINE) else c) for c, r in roundtrips.items()}})
+        c: (latent_model_id(r) if c in LATENT_CODECS else c) for c, r in roundtrips.items()}})
     try:
         rows = sweep(images, roundtrips, qualities, metrics, progress, journal)
     finally:
@@ -454,7 +460,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
     bdr = bd_rates(curves, metrics)
     result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
     meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(),
-            "model": _model_name(model) if {LATENT, LATENT_REFINE} & set(codecs) else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
+            "model": _model_name(model) if set(LATENT_CODECS) & set(codecs) else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
             "reused": {"from": str(reuse), "codecs": list(dict.fromkeys(r["codec"] for r in reused))} if reused else None}
     result.files += [
         _write_csv(out / "points.csv", rows, images),

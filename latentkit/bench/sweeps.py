@@ -20,6 +20,8 @@ LATENT_QUALITIES = (1, 8, 16, 24, 32, 40, 50, 60, 75, 100)
 LATENT_REFINE = "latent-refine"
 REFINE_STEPS = 20
 LATENT_REFINE_QUALITIES = (30, 40, 50, 60, 75)
+#: the codecs that run a latentkit model (one model, shared)
+LATENT_CODECS = (LATENT, LATENT_REFINE)
 #: the linear baseline (latentkit.bench.pca_codec): PCA coefficients coded as latents, on the latent codec's scale
 PCA = "pca"
 PCA_QUALITIES = LATENT_QUALITIES

@@ -75,19 +75,17 @@ def refine_latent(vae: AutoencoderKL, image: torch.Tensor, latent: np.ndarray, e
         err = ((out.float()[..., :h, :w] + 1) / 2 - target).square().mean()
         return err + rate_weight * symbols.abs().mean()
 
-    best, best_loss = u.detach().clone(), float("inf")  # the first step's loss is the unrefined latent's
-    for i in tqdm(range(steps + 1), desc="refine", unit="step", leave=False, disable=not progress):
-        if i == steps:  # the last iterate, scored without gradients
-            with torch.no_grad():
-                loss = loss_of(u)
-        else:
-            loss = loss_of(u)
+    best, best_loss = u, float("inf")  # the first step's loss is the unrefined latent's
+    for _ in tqdm(range(steps), desc="refine", unit="step", leave=False, disable=not progress):
+        loss = loss_of(u)
         if loss.item() < best_loss:
             best, best_loss = u.detach().clone(), loss.item()
-        if i < steps:
-            u.grad, = torch.autograd.grad(loss, [u])
-            opt.step()
-            schedule.step()
-    return (best * step)[0].float().cpu().numpy()
+        u.grad, = torch.autograd.grad(loss, [u])
+        opt.step()
+        schedule.step()
+    with torch.no_grad():  # the last iterate, scored without gradients
+        if loss_of(u).item() < best_loss:
+            best = u.detach()
+    return (best.detach() * step)[0].float().cpu().numpy()
 
 
