@@ -376,6 +376,11 @@ EARLIER_IDS: dict[str, tuple[str, ...]] = {
     "789998b03305b8aed6c1bff8649428c5af17b2a2065f0ae798c24b4bc503b533": ("6f8314285ef27c6a",),  # codec
 }
 
+#: `.latent` model ids of earlier shipped versions whose decoder a later version fine-tuned without changing the
+#: latent space (its encoder moved little), by the sha256 of the later version's decoding weights: their files
+#: decode with it to nearly the picture their own model made, not bit for bit (`latentkit decode` says so).
+FINE_TUNED_FROM: dict[str, tuple[str, ...]] = {}
+
 
 def model_id(vae: AutoencoderKL) -> bytes:
     """The 8-byte id of a model's weights that `.latent` files carry (first 8 bytes of :func:`weights_sha256`).
@@ -399,6 +404,22 @@ def decodes_ids(vae: AutoencoderKL) -> set[bytes]:
     return cached
 
 
+def succeeds_ids(vae: AutoencoderKL) -> set[bytes]:
+    """The model ids of the `.latent` files this model decodes in their own latent space but not bit for bit: those
+    of earlier versions whose decoder it fine-tuned (:data:`FINE_TUNED_FROM`). Cached like the id."""
+    cached = getattr(vae, "_latentkit_succeeds_ids", None)
+    if cached is None:
+        cached = set(map(bytes.fromhex, FINE_TUNED_FROM.get(weights_sha256(vae, DECODING_WEIGHTS), ())))
+        vae._latentkit_succeeds_ids = cached
+    return cached
+
+
+def reads_ids(vae: AutoencoderKL) -> set[bytes]:
+    """Every model id whose `.latent` files this model decodes without ``force_model``: :func:`decodes_ids` (the
+    same picture) and :func:`succeeds_ids` (the picture of a fine-tuned decoder)."""
+    return decodes_ids(vae) | succeeds_ids(vae)
+
+
 _SHIPPED_LOADED: dict[str, AutoencoderKL] = {}
 
 
@@ -417,15 +438,18 @@ def shipped_ids() -> dict[str, bytes]:
 
 
 def shipped_model(model_id_: bytes) -> AutoencoderKL | None:
-    """The shipped model whose weights have this 8-byte :func:`model_id` (or decode its files: :func:`decodes_ids`),
-    or None (see :func:`shipped_ids`).
+    """The shipped model whose weights have this 8-byte :func:`model_id` (or decode its files: :func:`decodes_ids`;
+    failing that, the one whose decoder was fine-tuned from that model's: :func:`succeeds_ids`), or None (see
+    :func:`shipped_ids`).
 
     Loads them one by one, the codec's model first (what `.latent` files name unless made with another), so a
     file of the codec's model loads one model, not all."""
-    for name in sorted(SHIPPED_MODELS, key=lambda n: n != "codec"):
-        vae = _shipped(name)
-        if vae is not None and model_id_ in decodes_ids(vae):
-            return vae
+    names = sorted(SHIPPED_MODELS, key=lambda n: n != "codec")
+    for ids in (decodes_ids, succeeds_ids):
+        for name in names:
+            vae = _shipped(name)
+            if vae is not None and model_id_ in ids(vae):
+                return vae
     return None
 
 

@@ -173,6 +173,46 @@ def test_a_new_encoder_on_the_same_decoder_decodes_the_earlier_versions_files(mi
         decompress(data, M.make_vae(dict(micro_vae.config), seed=5).eval())
 
 
+def test_a_fine_tuned_decoder_reads_the_earlier_versions_files_and_the_cli_says_so(micro_vae, rand_image, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """FINE_TUNED_FROM: a version whose decoder was fine-tuned from an earlier one decodes that version's files
+    without --force-model (its own picture, not the earlier one's); the shipped model with the file's exact
+    decoder still wins over a successor; `latentkit decode` names both ids."""
+    import latentkit.model as M
+    from latentkit.cli import main
+
+    old = M.make_vae(dict(micro_vae.config), seed=3).eval().requires_grad_(False)
+    new = M.make_vae(dict(micro_vae.config), seed=3).eval().requires_grad_(False)
+    with torch.no_grad():
+        new.decoder.conv_out.bias.add_(0.05)  # a fine-tune of the decoder
+    data = compress(rand_image, old, quality=60)
+    with pytest.raises(LatentkitError, match="--force-model"):
+        decompress(data, new)  # not declared: refused
+    monkeypatch.setattr(M, "FINE_TUNED_FROM", {M.weights_sha256(new, M.DECODING_WEIGHTS): (M.model_id(old).hex(),)})
+    new = M.make_vae(dict(micro_vae.config), seed=3).eval().requires_grad_(False)  # nothing cached yet
+    with torch.no_grad():
+        new.decoder.conv_out.bias.add_(0.05)
+    assert M.succeeds_ids(new) == {M.model_id(old)} and M.model_id(old) not in M.decodes_ids(new)
+    succeeded = decompress(data, new).rgb
+    assert not torch.equal(succeeded, decompress(data, old).rgb)
+    assert torch.equal(succeeded, decompress(data, new, force_model=True).rgb)
+    M.save_vae(new, tmp_path / "default")
+    M.save_vae(micro_vae, tmp_path / "codec")
+    monkeypatch.setattr(M, "SHIPPED_MODELS", {"default": tmp_path / "default", "codec": tmp_path / "codec"})
+    monkeypatch.setattr(M, "_SHIPPED_LOADED", {})
+    assert torch.equal(decompress(data).rgb, succeeded)  # found among the shipped models by its fine-tune
+    (tmp_path / "a.latent").write_bytes(data)
+    assert main(["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "a.png")]) == 0
+    out = capsys.readouterr()
+    assert f"made with model {M.model_id(old).hex()}, decoded with {M.model_id(new).hex()}" in out.out + out.err
+    M.save_vae(old, tmp_path / "codec")  # now a shipped model has the file's own decoder: it wins
+    monkeypatch.setattr(M, "_SHIPPED_LOADED", {})
+    assert torch.equal(decompress(data).rgb, decompress(data, old).rgb)
+    assert main(["decode", str(tmp_path / "a.latent"), "-o", str(tmp_path / "b.png")]) == 0
+    out = capsys.readouterr()
+    assert "fine-tuned" not in out.out + out.err
+
+
 def test_decode_bit_exact_across_runs(micro_vae, kodak_crop):
     data = compress(kodak_crop, micro_vae, quality=60)
     assert compress(kodak_crop, micro_vae, quality=60) == data

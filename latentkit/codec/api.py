@@ -114,8 +114,9 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
     decode it with).
 
     ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries (or an earlier version's
-    with the same decoding weights: :func:`latentkit.model.decodes_ids`). A given model must have the file's id (or
-    decode its files) unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
+    with the same decoding weights: :func:`latentkit.model.decodes_ids`; failing that, a later version that
+    fine-tuned its decoder: :func:`latentkit.model.succeeds_ids`). A given model must have the file's id (or
+    read its files: :func:`latentkit.model.reads_ids`) unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
     share the encoder, so the latent means the same; the picture is what that decoder makes of it)."""
     c = format.parse(bytes(data), max_pixels)
     if vae is None:
@@ -126,7 +127,7 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
                                  f"models ({ids}): pass --model with the weights it was made with")
     else:
         vae = resolve_vae(vae)
-        if c.model_id not in lkmodel.decodes_ids(vae) and not force_model:
+        if c.model_id not in lkmodel.reads_ids(vae) and not force_model:
             raise LatentkitError(f"this .latent file was made with model id {c.model_id.hex()}, but the model given "
                                  f"has id {lkmodel.model_id(vae).hex()}: pass --model with the weights of id "
                                  f"{c.model_id.hex()} (or --force-model to decode with this one anyway)")

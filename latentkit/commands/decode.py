@@ -51,8 +51,23 @@ def run(args: argparse.Namespace) -> int:
         image = decompress(data, vae, max_pixels=_args.max_pixels(args), force_model=args.force_model)
         seconds = time.perf_counter() - t0
         _args.write_output(dst, image_bytes(image, "PNG" if dst == _args.STDIO else image_format(dst)), inputs=(src,))
+        made_with = format.parse(data).model_id
+        successor = _successor(made_with, vae)
         figures = {"input": src, "output": dst, "width": image.width, "height": image.height, "bytes": len(data),
-                   "seconds": round(seconds, 3)}
-        return figures, f"{dst}: {image.width}x{image.height} ({seconds:.2f} s)"
+                   "seconds": round(seconds, 3), "fine_tuned_decoder": successor is not None}
+        note = (f"; made with model {made_with.hex()}, decoded with {successor}, whose decoder was fine-tuned from "
+                f"that model's (nearly its picture, not bit for bit)" if successor else "")
+        return figures, f"{dst}: {image.width}x{image.height} ({seconds:.2f} s){note}"
 
     return _batch.run_all(args, pairs, work)
+
+
+def _successor(made_with: bytes, vae) -> str | None:
+    """The id (hex) of the model that decoded a file made with `made_with` when that model is a later version that
+    fine-tuned the file's decoder (:func:`latentkit.model.succeeds_ids`), else None."""
+    from .. import model as lkmodel
+
+    vae = vae if vae is not None else lkmodel.shipped_model(made_with)
+    if made_with in lkmodel.decodes_ids(vae) or made_with not in lkmodel.succeeds_ids(vae):
+        return None
+    return lkmodel.model_id(vae).hex()
