@@ -386,3 +386,29 @@ def test_sigkill_during_a_checkpoint_write_resumes_to_the_same_weights():
     assert result["by_phase"] == {"checkpoint": 1}, result
     assert result["bit_exact_weights"] and result["same_losses"] and not result["stale_temp_folders"], result
     assert p.returncode == 0
+
+
+def test_combine_weights_takes_the_encoder_side_and_config_from_one_model_and_the_decoder_from_the_other(
+        micro_vae, tmp_path):
+    """scripts/combine_weights.py (how weights/codec follows a new default encoder): encoder, quant_conv and
+    scaling_factor of --encoder, post_quant_conv and decoder of --decoder; another architecture is refused."""
+    import subprocess
+    import sys
+
+    from latentkit.model import load_vae, make_vae, save_vae
+
+    other = make_vae(dict(micro_vae.config) | {"scaling_factor": 0.5}, seed=7)
+    save_vae(micro_vae, tmp_path / "enc")
+    save_vae(other, tmp_path / "dec")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "combine_weights.py"
+    run = [sys.executable, str(script), str(tmp_path / "out"), "--encoder", str(tmp_path / "enc"), "--decoder"]
+    p = subprocess.run([*run, str(tmp_path / "dec"), "--dtype", "fp32"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    out, enc, dec = (load_vae(tmp_path / n) for n in ("out", "enc", "dec"))
+    assert out.config.scaling_factor == enc.config.scaling_factor != dec.config.scaling_factor
+    for k, v in out.state_dict().items():
+        src = dec if k.startswith(("decoder.", "post_quant_conv.")) else enc
+        assert torch.equal(v, src.state_dict()[k]), k
+    save_vae(make_vae(dict(micro_vae.config) | {"latent_channels": 8}, seed=7), tmp_path / "wide")
+    p = subprocess.run([*run, str(tmp_path / "wide")], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "different architectures" in p.stderr and "Traceback" not in p.stderr
