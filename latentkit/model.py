@@ -372,6 +372,7 @@ DECODING_WEIGHTS = ("post_quant_conv.", "decoder.")
 #: so a model with those decoding weights decodes those files exactly as their own model did.
 EARLIER_IDS: dict[str, tuple[str, ...]] = {
     # v0.7 (session 16) retrained only the encoder: files of v0.6 (default) and of the codec model built on it
+    # (the first entry is v0.7's own default decoder: it decodes v0.6's files for whoever still has v0.7's weights)
     "cc205b584246b7ee91fb115b34917b4929e617c3cb843a853b95973161c2908a": ("7d81e03a2fe100e0",),  # default
     "789998b03305b8aed6c1bff8649428c5af17b2a2065f0ae798c24b4bc503b533": ("6f8314285ef27c6a",),  # codec
 }
@@ -379,7 +380,12 @@ EARLIER_IDS: dict[str, tuple[str, ...]] = {
 #: `.latent` model ids of earlier shipped versions whose decoder a later version fine-tuned without changing the
 #: latent space (its encoder moved little), by the sha256 of the later version's decoding weights: their files
 #: decode with it to nearly the picture their own model made, not bit for bit (`latentkit decode` says so).
-FINE_TUNED_FROM: dict[str, tuple[str, ...]] = {}
+FINE_TUNED_FROM: dict[str, tuple[str, ...]] = {
+    # v0.8 (session 17) trained encoder and decoder together at lr 3e-5 from v0.7: files of v0.6 and v0.7 (default)
+    "94a608ccf14b783bcc7f2cb66cbc5a94cf91fc2c5137d39c227f4f3eb2e8c88e": ("7d81e03a2fe100e0", "fd379d0b239d0033"),
+    # and its codec decoder, tuned again on v0.7's quantized latents: files of the codec model of v0.6 and of v0.7
+    "eeae4f7eed1c5196a62b071dcd7a22c2153a99473cd007e667595125251e1ab7": ("6f8314285ef27c6a", "9f428bb0ca37cbaa"),
+}
 
 
 def model_id(vae: AutoencoderKL) -> bytes:

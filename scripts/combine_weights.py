@@ -25,7 +25,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 def combine(encoder_model: str, decoder_model: str):
     """A diffusers AutoencoderKL: `encoder_model` with the decoding weights of `decoder_model` (fp32)."""
     enc, dec = load_vae(encoder_model), load_vae(decoder_model)
-    arch = [{k: v for k, v in m.config.items() if k not in ("scaling_factor", "_name_or_path")} for m in (enc, dec)]
+    arch = [{k: v for k, v in m.config.items() if not k.startswith("_") and k != "scaling_factor"} for m in (enc, dec)]
     if arch[0] != arch[1]:
         raise LatentkitError(f"{encoder_model} and {decoder_model} have different architectures")
     sd = enc.state_dict()

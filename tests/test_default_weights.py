@@ -103,11 +103,11 @@ def test_codec_weights_are_the_default_encoder_with_another_fp16_decoder():
 
 def test_the_codec_decoder_beats_the_plain_decoder_on_the_same_file():
     """compress() without a model writes files for weights/codec; decoding one with the plain decoder
-    (force_model) gives a worse picture at a low rate (demo image, quality 32, 0.056 bpp: session 11 measured
-    codec 26.43 dB, plain 25.88 dB) and at most a little better one at quality 100 (28.42 vs 28.56 dB)."""
+    (force_model) gives a worse picture at a low rate (demo image, quality 32, 0.052 bpp: v0.8 codec 25.86 dB, plain
+    25.57 dB) and at most a little better one at quality 100 (codec 28.44 dB, plain 28.85 dB)."""
     x = read_image(DEMO)
     plain = latentkit.load_vae("default")
-    for quality, min_gain in [(32, 0.25), (100, -0.4)]:
+    for quality, min_gain in [(32, 0.2), (100, -0.5)]:
         data = compress(x, quality=quality)
         codec_db = float(psnr(x.batch(), decompress(data).rgb[None], quantize=True))
         plain_db = float(psnr(x.batch(), decompress(data, plain, force_model=True).rgb[None], quantize=True))
@@ -117,15 +117,18 @@ def test_the_codec_decoder_beats_the_plain_decoder_on_the_same_file():
 
 
 def test_files_of_the_earlier_versions_decode_with_the_shipped_models():
-    """v0.7 changed only the encoder: each shipped model's decoding weights are those EARLIER_IDS records, so a
-    v0.6 file (the golden ones carry v0.6's default id) finds its model and decodes without --model."""
+    """Every earlier shipped id finds the shipped model of its line (v0.7 changed only the encoder: EARLIER_IDS;
+    v0.8 fine-tuned the decoders: FINE_TUNED_FROM), so a v0.6 file (the golden ones carry v0.6's default id)
+    decodes without --model."""
     import latentkit.model as M
 
     golden = ROOT / "tests" / "data" / "latent_golden" / "rgb_q50_64x48.latent"
     data = golden.read_bytes()
-    for name in ("default", "codec"):
+    earlier = {"default": ("7d81e03a2fe100e0", "fd379d0b239d0033"),  # v0.6, v0.7
+               "codec": ("6f8314285ef27c6a", "9f428bb0ca37cbaa")}
+    for name, ids in earlier.items():
         vae = latentkit.load_vae(name)
-        assert M.weights_sha256(vae, M.DECODING_WEIGHTS) in M.EARLIER_IDS
-        assert M.decodes_ids(vae) - {M.model_id(vae)}  # an earlier id besides its own
-    assert M.shipped_model(bytes.fromhex("7d81e03a2fe100e0")) is M.shipped_model(M.shipped_ids()["default"])
+        assert set(map(bytes.fromhex, ids)) <= M.reads_ids(vae)
+        for i in ids:
+            assert M.shipped_model(bytes.fromhex(i)) is M.shipped_model(M.shipped_ids()[name])
     assert decompress(data).rgb.shape == (3, 48, 64)
