@@ -21,6 +21,13 @@ weights. The shipped weights/codec are two such stages (weights/codec/README.md)
     latentkit export weights/codec --model runs/codecC --dtype fp16
 
 the second gives the high rates back their share (qualities 16-100, 30% of crops unquantized, half the lr).
+v0.8 (session 17) is two runs side by side, then the codec model rebuilt around the new encoder:
+
+    python scripts/train_default.py --phase joint --out runs/whole8 --minutes 70 --threads 1 --steps 20000
+    python scripts/train_default.py --phase codec-light --init weights/codec --out runs/codec8 --minutes 70 \
+        --threads 1 --steps 20000
+    latentkit export weights/default --model runs/whole8 --dtype fp16 --scaling-factor 0.47428
+    python scripts/combine_weights.py weights/codec --encoder weights/default --decoder runs/codec8
 """
 
 from __future__ import annotations
