@@ -372,7 +372,7 @@ DECODING_WEIGHTS = ("post_quant_conv.", "decoder.")
 #: so a model with those decoding weights decodes those files exactly as their own model did.
 EARLIER_IDS: dict[str, tuple[str, ...]] = {
     # v0.7 (session 16) retrained only the encoder: files of v0.6 (default) and of the codec model built on it
-    # (the first entry is v0.7's own default decoder: it decodes v0.6's files for whoever still has v0.7's weights)
+    # (neither decoder is shipped since v0.8: the entries serve whoever loads v0.6 or v0.7 weights with --model)
     "cc205b584246b7ee91fb115b34917b4929e617c3cb843a853b95973161c2908a": ("7d81e03a2fe100e0",),  # default
     "789998b03305b8aed6c1bff8649428c5af17b2a2065f0ae798c24b4bc503b533": ("6f8314285ef27c6a",),  # codec
 }

@@ -16,13 +16,15 @@ import sys
 
 import torch
 
+from diffusers import AutoencoderKL
+
 from latentkit.errors import LatentkitError
 from latentkit.model import DECODING_WEIGHTS, load_vae, save_vae
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
-def combine(encoder_model: str, decoder_model: str):
+def combine(encoder_model: str, decoder_model: str) -> AutoencoderKL:
     """A diffusers AutoencoderKL: `encoder_model` with the decoding weights of `decoder_model` (fp32)."""
     enc, dec = load_vae(encoder_model), load_vae(decoder_model)
     arch = [{k: v for k, v in m.config.items() if not k.startswith("_") and k != "scaling_factor"} for m in (enc, dec)]

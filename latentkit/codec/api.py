@@ -116,8 +116,9 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
     ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries (or an earlier version's
     with the same decoding weights: :func:`latentkit.model.decodes_ids`; failing that, a later version that
     fine-tuned its decoder: :func:`latentkit.model.succeeds_ids`). A given model must have the file's id (or
-    read its files: :func:`latentkit.model.reads_ids`) unless ``force_model`` (e.g. the plain ``default`` decoder on a file made for ``codec``: they
-    share the encoder, so the latent means the same; the picture is what that decoder makes of it)."""
+    read its files: :func:`latentkit.model.reads_ids`) unless ``force_model`` (e.g. the plain ``default`` decoder
+    on a file made for ``codec``: they share the encoder, so the latent means the same; the picture is what that
+    decoder makes of it)."""
     c = format.parse(bytes(data), max_pixels)
     if vae is None:
         vae = lkmodel.shipped_model(c.model_id)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL
 
 from . import _args, _batch
 
@@ -62,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     return _batch.run_all(args, pairs, work)
 
 
-def _successor(made_with: bytes, vae) -> str | None:
+def _successor(made_with: bytes, vae: "AutoencoderKL | None") -> str | None:
     """The id (hex) of the model that decoded a file made with `made_with` when that model is a later version that
     fine-tuned the file's decoder (:func:`latentkit.model.succeeds_ids`), else None."""
     from .. import model as lkmodel
