@@ -399,25 +399,24 @@ def model_id(vae: AutoencoderKL) -> bytes:
     return cached
 
 
+def _decoding_sha256(vae: AutoencoderKL) -> str:
+    """:func:`weights_sha256` of the :data:`DECODING_WEIGHTS`, computed once per model object and cached on it."""
+    cached = getattr(vae, "_latentkit_decoding_sha256", None)
+    if cached is None:
+        cached = vae._latentkit_decoding_sha256 = weights_sha256(vae, DECODING_WEIGHTS)
+    return cached
+
+
 def decodes_ids(vae: AutoencoderKL) -> set[bytes]:
     """The model ids of the `.latent` files this model decodes as their own model did: its :func:`model_id`, and
-    those of earlier versions with the same decoding weights (:data:`EARLIER_IDS`). Cached like the id."""
-    cached = getattr(vae, "_latentkit_decodes_ids", None)
-    if cached is None:
-        earlier = EARLIER_IDS.get(weights_sha256(vae, DECODING_WEIGHTS), ())
-        cached = {model_id(vae), *map(bytes.fromhex, earlier)}
-        vae._latentkit_decodes_ids = cached
-    return cached
+    those of earlier versions with the same decoding weights (:data:`EARLIER_IDS`)."""
+    return {model_id(vae), *map(bytes.fromhex, EARLIER_IDS.get(_decoding_sha256(vae), ()))}
 
 
 def succeeds_ids(vae: AutoencoderKL) -> set[bytes]:
     """The model ids of the `.latent` files this model decodes in their own latent space but not bit for bit: those
-    of earlier versions whose decoder it fine-tuned (:data:`FINE_TUNED_FROM`). Cached like the id."""
-    cached = getattr(vae, "_latentkit_succeeds_ids", None)
-    if cached is None:
-        cached = set(map(bytes.fromhex, FINE_TUNED_FROM.get(weights_sha256(vae, DECODING_WEIGHTS), ())))
-        vae._latentkit_succeeds_ids = cached
-    return cached
+    of earlier versions whose decoder it fine-tuned (:data:`FINE_TUNED_FROM`)."""
+    return set(map(bytes.fromhex, FINE_TUNED_FROM.get(_decoding_sha256(vae), ())))
 
 
 def reads_ids(vae: AutoencoderKL) -> set[bytes]:
