@@ -43,10 +43,14 @@ def rand_images():
     return torch.rand(2, 3, 32, 48, generator=g)
 
 
-def tiled_with_exact_statistics(body, modules, x: torch.Tensor, core: int, halo: int, scale_out: float):
-    """`body` run in tiles of `core` (+ `halo`) with the GroupNorm statistics of the whole image: what tiling
-    computes when its statistics are perfect, so any difference from the untiled `body(x)` is the halo's."""
+def tiled_with_exact_statistics(modules, x: torch.Tensor, core: int, halo: int, scale_out: float):
+    """`modules` (run in order, :func:`latentkit.tiling.run_parts`) run in tiles of `core` (+ `halo`) with the
+    GroupNorm statistics of the whole image: what tiling computes when its statistics are perfect, so any
+    difference from the untiled ``run_parts(modules, x)`` is the halo's."""
     from latentkit import tiling
+
+    def body(t):
+        return tiling.run_parts(modules, t)
 
     whole = tiling._GroupNormStats(modules)  # one tile = the whole image: exact statistics after pass 1
     tiling._run_tiled(body, x, 1 << 20, 0, scale_out, 2, whole, "stats")

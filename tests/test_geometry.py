@@ -41,16 +41,10 @@ def test_other_downsampling_factors_end_to_end(blocks, factor):
     # tiling: with whole-image GroupNorm statistics, 32 px tiles reproduce the untiled encoder body exactly (the
     # halo and the output scale follow the factor); the tiled decoder gives the untiled output size
     big = torch.nn.functional.interpolate(x, size=(96, 128), mode="bicubic", align_corners=False).clamp(0, 1) * 2 - 1
-    mods = [vae.encoder.conv_in, *vae.encoder.down_blocks]
-
-    def body(t):
-        for m in mods:
-            t = m(t)
-        return t
-
+    tiled, _ = tiling.encoder_parts(vae)
     with torch.inference_mode():
-        ref = body(big)
-        out = tiled_with_exact_statistics(body, mods, big, 32, tiling.encoder_halo_px(vae), 1 / factor)
+        ref = tiling.run_parts(tiled, big)
+        out = tiled_with_exact_statistics(tiled, big, 32, tiling.encoder_halo_px(vae), 1 / factor)
         assert tiling.encode_tiled(vae, big, tile_px=32).mean.shape == z.shape[:2] + (96 // factor, 128 // factor)
         zb = vae.encode(big).latent_dist.mean
         assert tiling.decode_tiled(vae, zb, tile_px=32).shape == big.shape
