@@ -84,8 +84,12 @@ ENCODER = CONTINUE | dict(encoder_only=True, sample_posterior=False, lr=3e-5, wa
 JOINT = ENCODER | dict(encoder_only=False)
 # The codec decoder again, on the current encoder's latents, at the same lighter balance (from --init weights/codec).
 CODEC_LIGHT = CODEC_HIGH | dict(lr=3e-5, warmup=20, perceptual_weight=0.05)
+# The codec model's encoder and decoder together (session 18 probe): the encoder learns, through the codec's
+# rounding (straight-through), latents that survive quantization; the codec model's latents then drift from
+# the default model's (from --init weights/codec).
+CODEC_JOINT = CODEC_LIGHT | dict(decoder_only=False)
 PHASES = {"continue": CONTINUE, "decoder": DECODER, "encoder": ENCODER, "joint": JOINT, "codec": CODEC,
-          "codec-high": CODEC_HIGH, "codec-light": CODEC_LIGHT}
+          "codec-high": CODEC_HIGH, "codec-light": CODEC_LIGHT, "codec-joint": CODEC_JOINT}
 # On a CUDA GPU (v0.6: an H100 lent for a few minutes): 16x the crops per step, so less gradient noise and a
 # higher peak lr, with a longer warm-up as AdamW's moments start from zero.
 CONTINUE_GPU = dict(batch_size=32, lr=3e-4, warmup=200, ckpt_every=500)
@@ -107,7 +111,8 @@ def main() -> None:
                          "cycle of the encoder alone (the decoder frozen); joint: encoder and decoder at the "
                          "encoder phase's balance (v0.8); codec: tune the decoder for the .latent codec; "
                          "codec-high: its second stage (from --init, the first stage's run); codec-light: the "
-                         "codec decoder again at the joint phase's balance (from --init weights/codec)")
+                         "codec decoder again at the joint phase's balance (from --init weights/codec); "
+                         "codec-joint: codec-light with the encoder learning through the rounding too")
     ap.add_argument("--init", default=str(DEFAULT_MODEL_DIR),
                     help="weights a new run starts from (default: the shipped weights/default)")
     ap.add_argument("--disc-weight", type=float, default=0.0,

@@ -337,14 +337,30 @@ def test_codec_quantizer_rounds_as_the_codec_does():
     assert torch.equal(clean(z), z)
 
 
-def test_codec_qualities_need_a_frozen_encoder(micro_config, image_dir, tmp_path):
+def test_codec_qualities_need_the_posterior_mean(micro_config, image_dir, tmp_path):
     from latentkit.errors import LatentkitError
 
-    with pytest.raises(LatentkitError, match="decoder-only"):
+    with pytest.raises(LatentkitError, match="no-sample-posterior"):
         Trainer(_args(micro_config, image_dir, tmp_path / "a", codec_qualities="1-80"))
     with pytest.raises(LatentkitError, match="codec-qualities"):
         Trainer(_args(micro_config, image_dir, tmp_path / "b", codec_qualities="80", decoder_only=True,
                       sample_posterior=False))
+
+
+def test_codec_quantization_passes_gradients_straight_through_to_a_training_encoder():
+    """Without --decoder-only the encoder learns through the codec's rounding: the forward values are the
+    rounded ones, the gradient that of the identity; a latent that needs no gradient gets the rounded values
+    bit for bit."""
+    from latentkit.train.codec_noise import CodecQuantizer
+
+    qz = CodecQuantizer(np.ones(4), (10, 10), clean=0.0)
+    z = torch.randn(2, 4, 5, 5, generator=torch.Generator().manual_seed(3), requires_grad=True)
+    out = qz(z, torch.Generator().manual_seed(4))
+    exact = qz(z.detach(), torch.Generator().manual_seed(4))
+    assert not torch.equal(exact, z.detach())
+    torch.testing.assert_close(out.detach(), exact, rtol=0, atol=1e-6)
+    (out * torch.arange(4.0)[None, :, None, None]).sum().backward()
+    assert torch.equal(z.grad, torch.arange(4.0)[None, :, None, None].expand_as(z))
 
 
 def test_codec_tuning_feeds_the_decoder_quantized_latents_and_resumes_with_the_same_gains(

@@ -35,8 +35,9 @@ class TrainArgs:
         "freeze the decoder and post_quant_conv and fine-tune the encoder alone: it learns latents that the fixed "
         "decoder turns into better pictures (the amortization gap), and every stored latent still decodes as before")
     codec_qualities: str = knob("",
-        "with --decoder-only: decode latents quantized as the .latent codec does, at a quality drawn per crop from "
-        "this inclusive range, e.g. 1-80 (a decoder tuned for the codec; '': off)")
+        "decode latents quantized as the .latent codec does, at a quality drawn per crop from this inclusive range, "
+        "e.g. 1-80 (with --decoder-only a decoder tuned for the codec; without it the encoder learns through the "
+        "rounding too, straight-through; needs --no-sample-posterior; '': off)")
     codec_clean: float = knob(0.1, "with --codec-qualities: the fraction of crops decoded unquantized")
     steps: int = knob(10000, "total optimizer steps of the run (a resumed run continues up to this)")
     time_budget: float = knob(0.0,

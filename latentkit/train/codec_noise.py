@@ -8,7 +8,9 @@ high-rate quality), takes the rule's exponents for fixed model gains and adds an
 (normal, std ``JITTER``, clipped to the search window): on training photos the search's offsets from the rule
 with model-mean gains are mostly within +-5 units and at most +-17 at the lowest qualities, and per-image gains
 vary by up to 2.6 octaves, so the jitter covers the steps real files carry. Rounding is the codec's:
-``round(z / step) * step`` in float32. No gradient flows through it (the encoder is frozen).
+``round(z / step) * step`` in float32. With a frozen encoder (the latents need no gradient) the decoder gets
+exactly those values; when the encoder trains too, gradients pass straight through the rounding to it (the
+straight-through estimator), so the encoder learns latents that survive the codec's quantization.
 """
 
 from __future__ import annotations
@@ -72,5 +74,5 @@ class CodecQuantizer:
     def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         steps = self.steps(z.shape[0], generator).to(z.device)[:, :, None, None]
         zf = z.detach().float()
-        q = torch.where(torch.isinf(steps), zf, torch.round(zf / steps) * steps)
-        return q.to(z.dtype)
+        q = torch.where(torch.isinf(steps), zf, torch.round(zf / steps) * steps).to(z.dtype)
+        return z + (q - z).detach() if z.requires_grad else q

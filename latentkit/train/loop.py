@@ -96,7 +96,7 @@ class _AutoencoderPass(nn.Module):
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None):
         enc = self.vae.encode(x).latent_dist
         z = enc.mean if noise is None else enc.mean + enc.std * noise
-        if self.quantizer is not None:  # a decoder tuned for the codec: latents as the codec rounds them
+        if self.quantizer is not None:  # tuned for the codec: latents as the codec rounds them (straight-through)
             z = self.quantizer(z)
         return enc.mean, enc.logvar, self.vae.decode(z).sample
 
@@ -211,9 +211,9 @@ class Trainer:
             qualities = parse_qualities(a.codec_qualities)
         except (ValueError, LatentkitError) as e:
             raise LatentkitError(f"--codec-qualities: {e}") from None
-        if not a.decoder_only or a.sample_posterior:
-            raise LatentkitError("--codec-qualities needs --decoder-only and --no-sample-posterior (the codec "
-                                 "quantizes the posterior mean of a fixed encoder)")
+        if a.sample_posterior:
+            raise LatentkitError("--codec-qualities needs --no-sample-posterior (the codec quantizes the posterior "
+                                 "mean)")
         if "codec_gains" not in a.extra:
             step = max(1, len(self.data) // 16)
             images = [im.float().div(255) for im in self.data.images[::step][:16]]
