@@ -23,9 +23,10 @@ network: the mid-block (with its self-attention), the last down block's resnets 
 GroupNorm statistics are the only estimated ones, and the halo covers only their receptive field: 5 latent
 positions (40 px) for the default model's decoder instead of 9 when the first up block's resnets were tiled
 too, and 32 px instead of 48 for its encoder, which takes a 2048x2048 decode in 512 px tiles from ~1.47x to
-~1.2x the untiled time at the same agreement (README, "Large images"). Above ``attn_max_tokens`` latent positions the attention's keys/values are average-pooled
-to at most that many tokens (queries stay full resolution): a documented approximation that keeps the
-attention cost at O(N * attn_max_tokens) instead of O(N^2).
+~1.2x the untiled time at the same agreement (README, "Large images"). Above ``attn_max_tokens`` latent
+positions the attention's keys/values are average-pooled to at most that many tokens (queries stay full
+resolution): a documented approximation that keeps the attention cost at O(N * attn_max_tokens) instead of
+O(N^2).
 
 Peak memory is one tile's activations plus the latent-resolution features (128 channels for the default model,
 those of the widest block for others) and the output image.
@@ -283,8 +284,8 @@ def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TIL
     enc = vae.encoder
     tiled, whole = encoder_parts(vae)
     norms = _GroupNormStats(tiled)
-    feats = _run_tiled(lambda t: run_parts(tiled, t), x, tile_px, encoder_halo_px(vae), 1 / downsampling_factor(vae),
-                       passes, norms, "encode tiles")
+    feats = _run_tiled(lambda t: run_parts(tiled, t), x, tile_px, encoder_halo_px(vae),
+                       1 / downsampling_factor(vae), passes, norms, "encode tiles")
     with _pooled_attention(enc.mid_block, attn_max_tokens):
         h = enc.conv_out(enc.conv_act(enc.conv_norm_out(enc.mid_block(run_parts(whole, feats)))))
     if vae.quant_conv is not None:
