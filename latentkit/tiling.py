@@ -10,9 +10,9 @@ Naive tiles disagree with the untiled network for two reasons, and this module h
    statistics (see tests). The statistics are those of whole tiles, halos included (halos overlap, so
    pixels near tile borders count more than once): GroupNorm's kernel returns them with the normalised tile,
    so the first pass costs about one untiled decode plus the halos, where ``var_mean`` over each core cost
-   5-15x the GroupNorm. Against the untiled decode, four photo mosaics with 512 px tiles give 49.5-51.5 dB
-   this way and 44.2-57.7 dB with core statistics: steadier, not better on every image (README, "Large
-   images").
+   5-15x the GroupNorm. Against the untiled decode, four photo mosaics with 512 px tiles gave 49.5-51.5 dB
+   this way and 44.2-57.7 dB with core statistics: steadier, not better on every image (session 13; with the
+   split below, three mosaics 50.1-50.9 dB; README, "Large images").
 2. **Receptive field**: each tile is its core plus a halo that covers the convolutions' receptive field,
    and only the core is kept (halo cropping, no blending), so with exact statistics a tile's core is
    exactly what the untiled network computes there.
@@ -22,11 +22,11 @@ network: the mid-block (with its self-attention), the last down block's resnets 
 (:func:`encoder_parts`, :func:`decoder_parts`). Only the parts above latent resolution are tiled, so their
 GroupNorm statistics are the only estimated ones, and the halo covers only their receptive field: 5 latent
 positions (40 px) for the default model's decoder instead of 9 when the first up block's resnets were tiled
-too, and 32 px instead of 48 for its encoder, which takes a 2048x2048 decode in 512 px tiles from ~1.47x to
-~1.2x the untiled time at the same agreement (README, "Large images"). Above ``attn_max_tokens`` latent
-positions the attention's keys/values are average-pooled to at most that many tokens (queries stay full
-resolution): a documented approximation that keeps the attention cost at O(N * attn_max_tokens) instead of
-O(N^2).
+too, and 32 px instead of 48 for its encoder. In one run on 2048x2048 and 1536x1536 mosaics with 512 px tiles
+that took tiled decoding from 1.55-2.19x to 1.28-1.68x the untiled time at the same agreement (README, "Large
+images"). Above ``attn_max_tokens`` latent positions the attention's keys/values are average-pooled to at most
+that many tokens (queries stay full resolution): a documented approximation that keeps the attention cost at
+O(N * attn_max_tokens) instead of O(N^2).
 
 Peak memory is one tile's activations plus the latent-resolution features (128 channels for the default model,
 those of the widest block for others) and the output image.
@@ -296,8 +296,9 @@ def encode_tiled(vae: AutoencoderKL, x: torch.Tensor, tile_px: int = DEFAULT_TIL
 def decode_tiled(vae: AutoencoderKL, z: torch.Tensor, tile_px: int = DEFAULT_TILE_PX,
                  passes: int = DEFAULT_PASSES, attn_max_tokens: int | None = DEFAULT_ATTN_MAX_TOKENS
                  ) -> torch.Tensor:
-    """The decoder output (model range, N x 3 x fh x fw, f the downsampling factor) of unscaled latents `z` computed in tiles of
-    `tile_px` pixels (a multiple of the downsampling factor). Call inside :func:`latentkit.runtime.inference`."""
+    """The decoder output (model range, N x 3 x fh x fw, f the downsampling factor) of unscaled latents `z`
+    computed in tiles of `tile_px` pixels (a multiple of the downsampling factor). Call inside
+    :func:`latentkit.runtime.inference`."""
     dec = vae.decoder
     if vae.post_quant_conv is not None:
         z = vae.post_quant_conv(z)
