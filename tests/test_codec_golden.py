@@ -76,3 +76,17 @@ def test_a_header_claiming_a_huge_image_is_refused_before_any_allocation(tmp_pat
     message, grown_mb = out.stdout.strip().splitlines()[-2:]
     assert "65535x65535" in message and "--max-pixels" in message, message
     assert int(grown_mb) < 64
+
+
+def test_the_entropy_coders_probability_tables_are_the_format_s():
+    """The integer probability tables every encoder and decoder builds (codec.entropy.tables, format version 2),
+    pinned by their sha256: a change to how they are computed (e.g. the mirrored half) must leave every integer
+    as it was, or files would stop decoding across versions and machines."""
+    import importlib
+
+    tables = importlib.import_module("latentkit.codec.entropy.tables")
+    probs, bits = tables.tables()
+    assert probs.shape == (tables.NUM_SCALES, tables.NUM_OFFSETS, tables.ALPHABET)
+    assert hashlib.sha256(probs.astype("<u4").tobytes()).hexdigest() == \
+        "0fdf36f8449eb82ef17e2512b9a5f92dc2f27c0ee5387cc2f5e33807f219cea6"
+    assert np.all(probs >= 1) and np.all(probs < 2 ** 30)
