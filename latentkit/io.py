@@ -273,9 +273,10 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
-#: zlib level of the PNGs latentkit writes. Pillow's default, 6, took 108-679 ms for Kodak and val photos
-#: (768x512 to 1404x936) where 4 took 54-258 ms (1.5-3.4x faster) for files 1.0-3.6% larger (session 18); a
-#: 768x512 decode then spends less on writing its PNG than on the decoder. OpenCV's default is 1, for speed.
+#: zlib level of the PNGs latentkit writes. Pillow's default, 6, took 115-553 ms for Kodak and val photos (768x512
+#: to 1404x936, fastest of 5, idle) where 4 took 63-233 ms (1.5-2.7x faster, median 2.2x) for files 0.7-3.6% larger
+#: (session 18); a 768x512 decode then spends much less on writing its PNG than on the decoder. OpenCV's default is
+#: 1, for speed.
 PNG_COMPRESS_LEVEL = 4
 
 
