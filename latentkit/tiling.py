@@ -93,13 +93,12 @@ def should_tile(vae: AutoencoderKL, height: int, width: int, op: str = "decode")
 
 
 def encoder_parts(vae: AutoencoderKL) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:
-    """The encoder split for tiling: (tiled modules: ``conv_in`` and the down blocks above latent resolution, with
-    the last block's downsampler; whole-image modules: the resnets of the last down block, at latent resolution,
-    which then feed the mid-block). Run in order, the two lists are the encoder up to its mid-block."""
+    """The encoder split for tiling: (tiled modules: ``conv_in`` and the down blocks above latent resolution, the
+    last of them downsampling to it; whole-image modules: the last down block, at latent resolution (an encoder's
+    final block has no downsampler), which then feeds the mid-block). Run in order, the two lists are the encoder
+    up to its mid-block."""
     enc = vae.encoder
-    last = enc.down_blocks[-1]
-    tiled = [enc.conv_in, *enc.down_blocks[:-1]]
-    return (tiled + list(last.downsamplers or []), list(last.resnets)) if len(enc.down_blocks) > 1 else (tiled, [last])
+    return [enc.conv_in, *enc.down_blocks[:-1]], [enc.down_blocks[-1]]
 
 
 def decoder_parts(vae: AutoencoderKL) -> tuple[list[torch.nn.Module], list[torch.nn.Module]]:

@@ -6,10 +6,10 @@ import argparse
 import time
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from diffusers import AutoencoderKL
-
 from . import _args, _batch
+
+if TYPE_CHECKING:  # type hints only: the command runs the model without importing diffusers
+    from diffusers import AutoencoderKL
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
