@@ -88,8 +88,13 @@ CODEC_LIGHT = CODEC_HIGH | dict(lr=3e-5, warmup=20, perceptual_weight=0.05)
 # rounding (straight-through), latents that survive quantization; the codec model's latents then drift from
 # the default model's (from --init weights/codec).
 CODEC_JOINT = CODEC_LIGHT | dict(decoder_only=False)
+# The same with the bits priced (session 19): the encoder also learns latents the entropy coder spends fewer bits on,
+# at the codec's own rate-distortion slope (latentkit.codec.rate); the session-18 probe without it bought
+# distortion with bits and collapsed at quality 1.
+CODEC_RATE = CODEC_JOINT | dict(codec_rate_weight=1.0)
 PHASES = {"continue": CONTINUE, "decoder": DECODER, "encoder": ENCODER, "joint": JOINT, "codec": CODEC,
-          "codec-high": CODEC_HIGH, "codec-light": CODEC_LIGHT, "codec-joint": CODEC_JOINT}
+          "codec-high": CODEC_HIGH, "codec-light": CODEC_LIGHT, "codec-joint": CODEC_JOINT,
+          "codec-rate": CODEC_RATE}
 # On a CUDA GPU (v0.6: an H100 lent for a few minutes): 16x the crops per step, so less gradient noise and a
 # higher peak lr, with a longer warm-up as AdamW's moments start from zero.
 CONTINUE_GPU = dict(batch_size=32, lr=3e-4, warmup=200, ckpt_every=500)
@@ -112,13 +117,16 @@ def main() -> None:
                          "encoder phase's balance (v0.8); codec: tune the decoder for the .latent codec; "
                          "codec-high: its second stage (from --init, the first stage's run); codec-light: the "
                          "codec decoder again at the joint phase's balance (from --init weights/codec); "
-                         "codec-joint: codec-light with the encoder learning through the rounding too")
+                         "codec-joint: codec-light with the encoder learning through the rounding too; "
+                         "codec-rate: codec-joint with the bits priced at the codec's rate-distortion slope")
     ap.add_argument("--init", default=str(DEFAULT_MODEL_DIR),
                     help="weights a new run starts from (default: the shipped weights/default)")
     ap.add_argument("--disc-weight", type=float, default=0.0,
                     help="> 0: the PatchGAN on from the first step, at this factor on its adaptive weight")
     ap.add_argument("--disc-warmup", type=int, default=0,
                     help="with --disc-weight: steps the discriminator trains alone before the autoencoder sees it")
+    ap.add_argument("--rate-weight", type=float, default=None,
+                    help="with --phase codec-rate: the factor on the codec's rate-distortion slope (default 1)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     out = Path(args.out)
@@ -131,6 +139,8 @@ def main() -> None:
         targs.init = args.init
         for k, v in (PHASES[args.phase] | (CONTINUE_GPU if torch.cuda.is_available() else {})).items():
             setattr(targs, k, v)
+        if args.rate_weight is not None:
+            targs.codec_rate_weight = args.rate_weight
         if args.disc_weight > 0:
             targs.disc_start, targs.disc_weight, targs.disc_warmup = 0, args.disc_weight, args.disc_warmup
     train(targs, resume=resume)

@@ -363,6 +363,42 @@ def test_codec_quantization_passes_gradients_straight_through_to_a_training_enco
     assert torch.equal(z.grad, torch.arange(4.0)[None, :, None, None].expand_as(z))
 
 
+def test_the_rate_loss_prices_bits_at_the_codec_slope_and_skips_clean_crops():
+    from latentkit.codec import rate
+    from latentkit.train.codec_noise import CodecQuantizer, rate_loss
+
+    z = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(5)) * 3
+    steps = torch.tensor([[0.5] * 4, [float("inf")] * 4])
+    zq = CodecQuantizer.quantize(z, steps)
+    levels = torch.tensor([0.1, 0.0], dtype=torch.float64)
+    got = rate_loss(zq, steps, levels, pixels=48 * 48)
+    want = 4 * rate.rd_lambda(0.1) * float(rate.bits(zq[:1] / 0.5)) / (48 * 48) / 2  # the batch mean of two
+    assert abs(float(got) - want) < 1e-6 * want
+    assert float(rate_loss(zq, steps, levels * 2, pixels=48 * 48)) == pytest.approx(4 * want, rel=1e-6)
+    assert float(rate_loss(zq[1:], steps[1:], levels[1:], pixels=48 * 48)) == 0.0
+
+
+def test_a_codec_rate_weight_puts_the_estimated_bits_in_the_loss(micro_config, image_dir, tmp_path):
+    from latentkit.errors import LatentkitError
+
+    kw = dict(sample_posterior=False, codec_qualities="1-40", codec_clean=0.0, rec_loss="l2")
+    with pytest.raises(LatentkitError, match="needs --codec-qualities"):
+        Trainer(_args(micro_config, image_dir, tmp_path / "a", codec_rate_weight=1.0, sample_posterior=False))
+    with pytest.raises(LatentkitError, match="not --decoder-only"):
+        Trainer(_args(micro_config, image_dir, tmp_path / "b", codec_rate_weight=1.0, decoder_only=True, **kw))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        priced = Trainer(_args(micro_config, image_dir, tmp_path / "c", codec_rate_weight=1.0, **kw))
+        plain = Trainer(_args(micro_config, image_dir, tmp_path / "d", **kw))
+    x = priced.data.batch(2)
+    torch.manual_seed(7)
+    logs = priced.train_step(x)
+    assert float(logs["rate"]) > 0
+    assert float(logs["loss"]) > float(logs["rec"]) + float(logs["rate"]) - 1e-6  # the rate is in the loss
+    torch.manual_seed(7)
+    assert "rate" not in plain.train_step(x)
+
+
 def test_codec_tuning_feeds_the_decoder_quantized_latents_and_resumes_with_the_same_gains(
         micro_config, image_dir, tmp_path):
     kw = dict(decoder_only=True, sample_posterior=False, codec_qualities="1-40", codec_clean=0.0, ckpt_every=2)

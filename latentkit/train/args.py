@@ -39,6 +39,10 @@ class TrainArgs:
         "e.g. 1-80 (with --decoder-only a decoder tuned for the codec; without it the encoder learns through the "
         "rounding too, straight-through; needs --no-sample-posterior; '': off)")
     codec_clean: float = knob(0.1, "with --codec-qualities: the fraction of crops decoded unquantized")
+    codec_rate_weight: float = knob(0.0,
+        "with --codec-qualities, the encoder training and --rec-loss l2: add the estimated bits per pixel of the "
+        "quantized latents (latentkit.codec.rate), priced at the codec's rate-distortion slope at each crop's "
+        "quality, times this (1: the codec's own trade; 0: off)")
     steps: int = knob(10000, "total optimizer steps of the run (a resumed run continues up to this)")
     time_budget: float = knob(0.0,
         f"minutes of training to fit the run into: the speed measured over steps "

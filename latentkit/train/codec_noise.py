@@ -10,7 +10,9 @@ with model-mean gains are mostly within +-5 units and at most +-17 at the lowest
 vary by up to 2.6 octaves, so the jitter covers the steps real files carry. Rounding is the codec's:
 ``round(z / step) * step`` in float32. With a frozen encoder (the latents need no gradient) the decoder gets
 exactly those values; when the encoder trains too, gradients pass straight through the rounding to it (the
-straight-through estimator), so the encoder learns latents that survive the codec's quantization.
+straight-through estimator), so the encoder learns latents that survive the codec's quantization; with a rate
+weight (:func:`rate_loss`) it also learns latents the entropy coder spends fewer bits on, priced at the codec's
+own rate-distortion slope.
 """
 
 from __future__ import annotations
@@ -55,24 +57,53 @@ class CodecQuantizer:
     def __init__(self, gains: np.ndarray, qualities: tuple[int, int], clean: float = 0.1):
         self.gains, self.qualities, self.clean = np.asarray(gains, dtype=np.float64), qualities, clean
 
-    def steps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """N x C float32 steps (``inf`` rows: that sample stays unquantized)."""
+    def draw(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N x C float32 steps, N noise levels ``k`` of the drawn qualities): an ``inf`` row of steps and ``k`` 0
+        where that sample stays unquantized."""
         lo, hi = self.qualities
         q = torch.randint(lo, hi + 1, (n,), generator=generator)
         clean = torch.rand(n, generator=generator) < self.clean
         jitter = (torch.randn(n, len(self.gains), generator=generator) * JITTER).round()
         jitter = jitter.clamp(-allocate.SEARCH, allocate.SEARCH).long().numpy()
-        rows = []
+        rows, levels = [], []
         for i in range(n):
             if clean[i]:
                 rows.append(np.full(len(self.gains), np.inf, dtype=np.float32))
+                levels.append(0.0)
                 continue
             e = np.clip(quant.step_exponents(self.gains, int(q[i])) + jitter[i], quant.EXP_MIN, quant.EXP_MAX)
             rows.append(quant.step_sizes(e))
-        return torch.from_numpy(np.stack(rows))
+            levels.append(quant.noise_level(int(q[i])))
+        return torch.from_numpy(np.stack(rows)), torch.tensor(levels, dtype=torch.float64)
 
-    def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        steps = self.steps(z.shape[0], generator).to(z.device)[:, :, None, None]
+    def steps(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """N x C float32 steps (``inf`` rows: that sample stays unquantized)."""
+        return self.draw(n, generator)[0]
+
+    @staticmethod
+    def quantize(z: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """``z`` (N x C x h x w) rounded to N x C `steps` as the codec rounds (``inf``: unchanged); gradients
+        pass straight through when ``z`` needs them."""
+        steps = steps.to(z.device)[:, :, None, None]
         zf = z.detach().float()
         q = torch.where(torch.isinf(steps), zf, torch.round(zf / steps) * steps).to(z.dtype)
         return z + (q - z).detach() if z.requires_grad else q
+
+    def __call__(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.quantize(z, self.steps(z.shape[0], generator))
+
+
+def rate_loss(zq: torch.Tensor, steps: torch.Tensor, levels: torch.Tensor, pixels: int) -> torch.Tensor:
+    """What the bits of quantized latents ``zq`` (N x C x h x w, from :meth:`CodecQuantizer.quantize` with `steps`
+    and noise levels `levels` of :meth:`CodecQuantizer.draw`) are worth in the pixel loss, batch mean: per
+    sample the estimated bits per pixel (:func:`latentkit.codec.rate.bits` over `pixels` image pixels) times the
+    codec's rate-distortion slope at its quality (:func:`latentkit.codec.rate.rd_lambda`), times 4 for the
+    squared error of [-1, 1] images (the training's ``--rec-loss l2`` units); 0 for unquantized samples."""
+    from ..codec import rate
+
+    coded = torch.isfinite(steps[:, 0])
+    if not bool(coded.any()):
+        return zq.new_zeros((), dtype=torch.float32)
+    u = zq[coded.to(zq.device)].float() / steps[coded].to(zq.device)[:, :, None, None]
+    lam = torch.tensor([rate.rd_lambda(float(k)) for k in levels[coded]], device=zq.device)
+    return 4 * (lam * rate.bits(u)).sum() / (pixels * zq.shape[0])

@@ -86,19 +86,27 @@ def _truncate_log(path: Path, step: int) -> None:
 
 
 class _AutoencoderPass(nn.Module):
-    """Encode, take z = mean (``noise=None``) or mean + std * noise, decode; returns (mean, logvar, decoded),
-    all in the model's [-1, 1] image space. One forward, so DistributedDataParallel can sync its gradients."""
+    """Encode, take z = mean (``noise=None``) or mean + std * noise, decode; returns (mean, logvar, decoded,
+    rate), the first three in the model's [-1, 1] image space, ``rate`` the codec rate loss
+    (:func:`~latentkit.train.codec_noise.rate_loss`) when priced, else None. One forward, so
+    DistributedDataParallel can sync its gradients."""
 
-    def __init__(self, vae: nn.Module, quantizer=None):
+    def __init__(self, vae: nn.Module, quantizer=None, price_rate: bool = False):
         super().__init__()
-        self.vae, self.quantizer = vae, quantizer
+        self.vae, self.quantizer, self.price_rate = vae, quantizer, price_rate
 
     def forward(self, x: torch.Tensor, noise: torch.Tensor | None):
         enc = self.vae.encode(x).latent_dist
         z = enc.mean if noise is None else enc.mean + enc.std * noise
+        rate = None
         if self.quantizer is not None:  # tuned for the codec: latents as the codec rounds them (straight-through)
-            z = self.quantizer(z)
-        return enc.mean, enc.logvar, self.vae.decode(z).sample
+            steps, levels = self.quantizer.draw(z.shape[0])
+            z = self.quantizer.quantize(z, steps)
+            if self.price_rate:
+                from .codec_noise import rate_loss
+
+                rate = rate_loss(z, steps, levels, x.shape[-2] * x.shape[-1])
+        return enc.mean, enc.logvar, self.vae.decode(z).sample, rate
 
 
 class Trainer:
@@ -192,7 +200,8 @@ class Trainer:
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=a.disc_lr, betas=(0.5, 0.9))
         # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
         self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(
-            _AutoencoderPass(self.vae, self._codec_quantizer()), self.disc, self.opt, self.opt_d)
+            _AutoencoderPass(self.vae, self._codec_quantizer(), price_rate=a.codec_rate_weight > 0), self.disc,
+            self.opt, self.opt_d)
         self.vae = self.accel.unwrap_model(self.ae).vae
         self.ema = EMA(self.vae, a.ema_decay)
         if self.lpips is not None:
@@ -203,6 +212,8 @@ class Trainer:
         uses are measured once, with the starting weights on up to 16 training images, and kept in the run's
         args (``extra["codec_gains"]``), so a resumed run quantizes exactly as before."""
         a = self.args
+        if a.codec_rate_weight > 0 and not a.codec_qualities:
+            raise LatentkitError("--codec-rate-weight prices the bits of quantized latents: it needs --codec-qualities")
         if not a.codec_qualities:
             return None
         from .codec_noise import CodecQuantizer, model_gains, parse_qualities
@@ -214,6 +225,9 @@ class Trainer:
         if a.sample_posterior:
             raise LatentkitError("--codec-qualities needs --no-sample-posterior (the codec quantizes the posterior "
                                  "mean)")
+        if a.codec_rate_weight > 0 and (a.decoder_only or a.rec_loss != "l2"):
+            raise LatentkitError("--codec-rate-weight prices the bits the encoder spends in squared error: it needs "
+                                 "the encoder training (not --decoder-only) and --rec-loss l2")
         if "codec_gains" not in a.extra:
             step = max(1, len(self.data) // 16)
             images = [im.float().div(255) for im in self.data.images[::step][:16]]
@@ -250,7 +264,7 @@ class Trainer:
         lat_shape = (x.shape[0], *latent_shape(self.vae, x.shape[3], x.shape[2]))
         noise = torch.randn(lat_shape, device=x.device) if a.sample_posterior else None
         with self.accel.autocast():
-            mean, logvar, rec = self._forward(x_in, noise)
+            mean, logvar, rec, rate = self._forward(x_in, noise)
         rec = rec.float()
         logs: dict[str, torch.Tensor] = {}
         rec_l = reconstruction_loss(x, rec, a.rec_loss)
@@ -265,6 +279,9 @@ class Trainer:
         klw = a.kl_weight * (min(1.0, step / a.kl_warmup) if a.kl_warmup else 1.0)
         loss = nll + klw * kl
         logs["kl"] = kl.detach()
+        if rate is not None:
+            loss = loss + a.codec_rate_weight * rate
+            logs["rate"] = rate.detach()
         disc_on = step >= a.disc_start
         if step >= a.disc_start + a.disc_warmup:
             g_loss = generator_adv_loss(self.disc(rec))
@@ -329,7 +346,7 @@ class Trainer:
 
     #: the columns of log.csv
     LOG_FIELDS = ["step", "wall_s", "images_seen", "lr", "loss", "rec", "lpips", "kl", "g", "d", "d_weight",
-                  "img_per_s", "val_psnr", "val_lpips"]
+                  "img_per_s", "val_psnr", "val_lpips", "rate"]
 
     def fit(self) -> None:
         """Train up to ``args.steps``: log every ``log_every`` steps, validate and checkpoint on schedule."""
@@ -383,7 +400,7 @@ class Trainer:
         values = {k: float(v) for k, v in logs.items()}
         rate = self._n_log / (time.time() - self._t_log)
         self._t_log, self._n_log = time.time(), 0
-        self.bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if k in ("rec", "lpips", "kl", "d")}
+        self.bar.set_postfix({k: f"{v:.4f}" for k, v in values.items() if k in ("rec", "lpips", "kl", "d", "rate")}
                              | {"img/s": f"{rate:.1f}"})
         self._log_row({"lr": lr_at(self.args, self.step - 1), "img_per_s": round(rate, 2), **values})
 
