@@ -48,8 +48,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 DEFAULT_MODEL_DIR = REPO_WEIGHTS / "default"
 #: The shipped models by name. ``default``: the autoencoder (diffusers pipelines, roundtrip, latents); ``codec``:
-#: the same encoder with a decoder fine-tuned on the codec's quantized latents, what `.latent` files use by default.
-SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_MODEL_DIR, "codec": REPO_WEIGHTS / "codec"}
+#: the `.latent` codec's model, what `.latent` files use by default (since session 19 its encoder too was trained
+#: for the codec, with the bits priced, so its latents are its own); ``codec-v0.8``: the codec model before that
+#: (the default encoder with a codec-tuned decoder), kept so that the files made with it and its predecessors
+#: decode exactly as they were made.
+SHIPPED_MODELS: dict[str, Path] = {"default": DEFAULT_MODEL_DIR, "codec": REPO_WEIGHTS / "codec",
+                                   "codec-v0.8": REPO_WEIGHTS / "codec-v0.8"}
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 #: A training checkpoint folder holds these (written by :mod:`latentkit.train.checkpoint`).
 
@@ -105,7 +109,7 @@ def load_vae(path_or_name: str | os.PathLike | None = None, device: str | torch.
 
     Accepts, in this order of checks:
       - ``None`` or ``"default"``: the shipped default weights in ``weights/default``; ``"codec"``: the shipped
-        codec-tuned decoder in ``weights/codec`` (same encoder), the `.latent` codec's default;
+        `.latent` codec's model in ``weights/codec``; ``"codec-v0.8"``: its predecessor (files made with it);
       - a diffusers model folder (``config.json`` + weights), or a pipeline folder with a ``vae/`` subfolder;
       - a latentkit training run folder or one of its checkpoint folders (the EMA weights are loaded);
       - a single file ``.safetensors`` with diffusers or SD/LDM keys (with or without ``first_stage_model.``);
@@ -383,8 +387,10 @@ EARLIER_IDS: dict[str, tuple[str, ...]] = {
 FINE_TUNED_FROM: dict[str, tuple[str, ...]] = {
     # v0.8 (session 17) trained encoder and decoder together at lr 3e-5 from v0.7: files of v0.6 and v0.7 (default)
     "94a608ccf14b783bcc7f2cb66cbc5a94cf91fc2c5137d39c227f4f3eb2e8c88e": ("7d81e03a2fe100e0", "fd379d0b239d0033"),
-    # and its codec decoder, tuned again on v0.7's quantized latents: files of the codec model of v0.6 and of v0.7
+    # and its codec decoder (weights/codec-v0.8), tuned again on v0.7's quantized latents: files of the codec model
+    # of v0.6 and of v0.7
     "eeae4f7eed1c5196a62b071dcd7a22c2153a99473cd007e667595125251e1ab7": ("6f8314285ef27c6a", "9f428bb0ca37cbaa"),
+    # (the session-19 codec model has no entry: its encoder moved the latent space, weights/codec/README.md)
 }
 
 

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # type hints only: commands run the model without importing d
     from diffusers import AutoencoderKL
 
 VaeArg = Union["AutoencoderKL", torch.nn.Module, str, os.PathLike, None]
-#: The model the codec encodes with when none is given: the shipped codec-tuned decoder (``weights/codec``),
-#: whose encoder, latent space and scaling factor are those of ``weights/default``
+#: The model the codec encodes with when none is given: the shipped codec model (``weights/codec``), encoder and
+#: decoder trained for the codec (its latents are its own, not ``weights/default``'s)
 CODEC_MODEL = "codec"
 
 
@@ -116,9 +116,9 @@ def decode_latent(data: bytes, vae: VaeArg = None, max_pixels: int | None = DEFA
     ``vae`` None: the shipped model (``default`` or ``codec``) whose id the file carries (or an earlier version's
     with the same decoding weights: :func:`latentkit.model.decodes_ids`; failing that, a later version that
     fine-tuned its decoder: :func:`latentkit.model.succeeds_ids`). A given model must have the file's id (or
-    read its files: :func:`latentkit.model.reads_ids`) unless ``force_model`` (e.g. the plain ``default`` decoder
-    on a file made for ``codec``: they share the encoder, so the latent means the same; the picture is what that
-    decoder makes of it)."""
+    read its files: :func:`latentkit.model.reads_ids`) unless ``force_model`` (decode with the given model anyway:
+    the picture is what that decoder makes of another model's latents, close only where the latent spaces are,
+    e.g. ``default`` on a file of ``codec-v0.8``, which shares its encoder)."""
     c = format.parse(bytes(data), max_pixels)
     if vae is None:
         vae = lkmodel.shipped_model(c.model_id)

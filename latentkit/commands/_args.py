@@ -26,7 +26,8 @@ def add_model(p: argparse.ArgumentParser, default: str = "the shipped weights/de
     """``--model`` and ``--allow-pickle``, as every command that loads a VAE spells them; `default` says what no
     --model means."""
     p.add_argument("--model", default=None, metavar="M",
-                   help="'default' or 'codec' (the shipped weights/default, weights/codec), or anything "
+                   help="'default', 'codec' or 'codec-v0.8' (the shipped weights/default, weights/codec, "
+                        "weights/codec-v0.8), or anything "
                         "latentkit.load_vae accepts: a diffusers folder, a pipeline folder with vae/, a training run "
                         f"or checkpoint folder (EMA weights), or an SD/LDM .safetensors file (default: {default})")
     p.add_argument("--allow-pickle", action="store_true",
@@ -65,7 +66,7 @@ def torch_dtype(name: str | None):
 
 
 def model_path(model: str | None) -> Path:
-    """The path a --model argument names (None / 'default' / 'codec': the shipped weights folder), e.g. to never
+    """The path a --model argument names (None or a shipped model's name: its weights folder), e.g. to never
     write over it."""
     from ..model import SHIPPED_MODELS
 

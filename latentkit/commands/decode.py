@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "decode", help="decompress a .latent file to an image",
         description="Decode a .latent file. Alpha, ICC profile, grayscale and 16-bit are restored. The file names "
                     "the model it was made with by an 8-byte id of its weights: without --model the shipped model "
-                    "of that id decodes it (weights/codec or weights/default); a --model given must have that id, "
+                    "of that id decodes it (weights/codec, weights/default, or weights/codec-v0.8 for files of the "
+                    "codec model before session 19); a --model given must have that id, "
                     "unless --force-model. IN and OUT may be - "
                     "(stdin / stdout; stdout gets a PNG); several inputs or a folder go to an output folder "
                     "(a.latent -> OUT/a.png).")
@@ -25,8 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _args.add_model(p, "the shipped model whose id the file carries")
     p.add_argument("--force-model", action="store_true",
                    help="decode with --model even if the file names other weights, e.g. `--model default "
-                        "--force-model` shows what the plain decoder makes of a file made for the codec decoder "
-                        "(they share the encoder); a model with another latent space gives garbage")
+                        "--force-model` shows what the plain decoder makes of a file made with `--model "
+                        "codec-v0.8` (they share the encoder); a model with another latent space (the current "
+                        "codec model's latents are its own) gives a poor picture or garbage")
     _args.add_max_pixels(p, "files that declare")
     _args.add_json(p)
     p.set_defaults(func=run)

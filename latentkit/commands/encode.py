@@ -22,8 +22,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="1..100, higher is better; every 16 points halve the quantization steps, which are set "
                            "so that each latent channel adds the same pixel error (default 75)")
     rate.add_argument("--bpp", type=float, help="target bits per pixel: the highest quality at or below it")
-    _args.add_model(p, "'codec', the shipped decoder tuned on quantized latents; 'default' makes files for the "
-                       "plain decoder")
+    _args.add_model(p, "'codec', the shipped codec model (encoder and decoder trained on quantized latents, "
+                       "with the bits priced); 'default' makes files for the plain autoencoder")
     _args.add_max_pixels(p)
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="refine the latent by STEPS gradient steps through the decoder at the chosen quantization "
