@@ -28,6 +28,14 @@ v0.8 (session 17) is two runs side by side, then the codec model rebuilt around 
         --threads 1 --steps 20000
     latentkit export weights/default --model runs/whole8 --dtype fp16 --scaling-factor 0.47428
     python scripts/combine_weights.py weights/codec --encoder weights/default --decoder runs/codec8
+
+(that model now ships as weights/codec-v0.8). The codec model of session 19 trains its encoder too, through the
+rounding, with the entropy coder's estimated bits priced at the codec's rate-distortion slope (its latents become
+its own), from the session-17 codec model:
+
+    python scripts/train_default.py --phase codec-rate --init weights/codec-v0.8 --out runs/cr19long --minutes 45 \
+        --steps 20000 --threads 2
+    latentkit export weights/codec --model runs/cr19long --dtype fp16
 """
 
 from __future__ import annotations
