@@ -31,7 +31,8 @@ def wheel(tmp_path_factory):
 def test_wheel_holds_the_default_weights_and_lpips_files(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ["default/config.json", "default/diffusion_pytorch_model.safetensors", "codec/config.json",
-              "codec/diffusion_pytorch_model.safetensors", "lpips/lin_squeeze_v0.1.pth",
+              "codec/diffusion_pytorch_model.safetensors", "codec-v0.8/config.json",
+              "codec-v0.8/diffusion_pytorch_model.safetensors", "lpips/lin_squeeze_v0.1.pth",
               "lpips/squeezenet1_1_features.safetensors", "lpips/LICENSE-lpips.txt"]:
         assert f"latentkit/_weights/{f}" in names
 
@@ -43,7 +44,8 @@ def test_installed_wheel_loads_the_shipped_weights_outside_the_repository(wheel,
     code = ("import latentkit, torch; from latentkit.metrics.lpips import LPIPS; vae = latentkit.load_vae(); "
             "x = torch.rand(1, 3, 32, 32); print(latentkit.__file__); print(tuple(latentkit.decode(vae, "
             "latentkit.encode(vae, x)).shape)); print(float(LPIPS('squeeze')(x, x))); "
-            "print(latentkit.load_vae('codec').config.latent_channels)")
+            "print(latentkit.load_vae('codec').config.latent_channels, "
+            "latentkit.load_vae('codec-v0.8').config.latent_channels)")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LATENTKIT_WEIGHTS")}
     env.update(PYTHONPATH=str(target), XDG_CACHE_HOME=str(tmp_path / "cache"), TORCH_HOME=str(tmp_path / "th"))
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -51,4 +53,4 @@ def test_installed_wheel_loads_the_shipped_weights_outside_the_repository(wheel,
     assert r.returncode == 0, r.stderr
     file, shape, d, codec_channels = r.stdout.strip().splitlines()
     assert file.startswith(str(target))  # the installed copy, not the repository
-    assert shape == "(1, 3, 32, 32)" and float(d) == 0.0 and codec_channels == "4"
+    assert shape == "(1, 3, 32, 32)" and float(d) == 0.0 and codec_channels == "4 4"
