@@ -26,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .entropy.context import ACTIVITY_WEIGHTS, DEFAULT_WEIGHTS, WEIGHT_SHIFT
+from .entropy.context import ACTIVITY_WEIGHTS, DEFAULT_WEIGHTS, NEIGHBOURS, WEIGHT_SHIFT
 
 #: the Laplace scale per unit of mean neighbour residual
 SCALE_GAIN = 1.0
@@ -40,6 +40,13 @@ CODER_RATIO = 0.92
 _MIN_PROB = 2.0 ** -24
 
 
+#: where each causal neighbour the coder reads lies: (rows up, columns left; negative: right)
+_OFFSETS = {"left": (0, 1), "up": (1, 0), "upleft": (1, 1), "upright": (1, -1), "left2": (0, 2), "up2": (2, 0),
+            "up2right": (2, -1), "up2left": (2, 1), "upleft2": (1, 2)}
+#: the terms of the coder's activity, in :data:`~latentkit.codec.entropy.context.ACTIVITY_WEIGHTS` order
+_ACTIVITY_TERMS = ("left", "up", "upleft", "upright", "left2", "up2", "prev")
+
+
 def _causal(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """The neighbour ``dy`` rows up and ``dx`` columns left (negative: right) of every position; 0 outside."""
     h, w = x.shape[-2:]
@@ -47,28 +54,34 @@ def _causal(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     return p[..., :h, max(-dx, 0):max(-dx, 0) + w]
 
 
-def _previous_channel(x: torch.Tensor) -> torch.Tensor:
-    """Channel ``c`` reads channel ``c - 1`` at the same place; the first reads zeros."""
-    return F.pad(x, (0, 0, 0, 0, 1, 0))[:, :-1]
+def _neighbours(x: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
+    """The named neighbours of every position of ``x`` (N x C x h x w), zeros outside the plane: those of
+    :data:`_OFFSETS`, ``prev`` (channel ``c - 1`` at the same place; zeros for the first channel) and ``med`` (the
+    median of left, up and left + up - upleft)."""
+    need = set(names) | ({"left", "up", "upleft"} if "med" in names else set())
+    shifted = {n: _causal(x, *_OFFSETS[n]) for n in need & _OFFSETS.keys()}
+    if "prev" in names:
+        shifted["prev"] = F.pad(x, (0, 0, 0, 0, 1, 0))[:, :-1]
+    if "med" in names:
+        left, up = shifted["left"], shifted["up"]
+        shifted["med"] = torch.maximum(torch.minimum(left, up),
+                                       torch.minimum(torch.maximum(left, up), left + up - shifted["upleft"]))
+    return [shifted[n] for n in names]
 
 
 def residuals(u: torch.Tensor) -> torch.Tensor:
     """``u - mu``: each symbol (N x C x h x w) minus the coder's default linear prediction from its causal
     neighbours (in symbols, not rounded)."""
-    left, up, upleft, upright = _causal(u, 0, 1), _causal(u, 1, 0), _causal(u, 1, 1), _causal(u, 1, -1)
-    med = torch.maximum(torch.minimum(left, up), torch.minimum(torch.maximum(left, up), left + up - upleft))
-    terms = (left, up, upleft, upright, _causal(u, 0, 2), _causal(u, 2, 0), med, _causal(u, 2, -1),
-             _causal(u, 2, 1), _causal(u, 1, 2), _previous_channel(u))
-    mu = sum(wt * t for wt, t in zip(DEFAULT_WEIGHTS, terms) if wt) / (1 << WEIGHT_SHIFT)
+    names = tuple(n for n, wt in zip(NEIGHBOURS, DEFAULT_WEIGHTS) if wt)
+    weights = [wt for wt in DEFAULT_WEIGHTS if wt]
+    mu = sum(wt * t for wt, t in zip(weights, _neighbours(u, names))) / (1 << WEIGHT_SHIFT)
     return u - mu
 
 
 def _activity(err: torch.Tensor) -> torch.Tensor:
-    """The coder's causal activity (left, up, upleft, upright, left2, up2, previous channel) of absolute
-    residuals ``err``."""
-    terms = (_causal(err, 0, 1), _causal(err, 1, 0), _causal(err, 1, 1), _causal(err, 1, -1), _causal(err, 0, 2),
-             _causal(err, 2, 0), _previous_channel(err))
-    return sum(int(wt) * t for wt, t in zip(ACTIVITY_WEIGHTS, terms))
+    """The coder's causal activity of absolute residuals ``err``: :data:`_ACTIVITY_TERMS` weighted by
+    ``ACTIVITY_WEIGHTS``."""
+    return sum(int(wt) * t for wt, t in zip(ACTIVITY_WEIGHTS, _neighbours(err, _ACTIVITY_TERMS)))
 
 
 def laplace_bits(r: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

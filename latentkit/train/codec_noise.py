@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..codec import allocate, quant
+from ..codec import allocate, quant, rate
 
 #: std of the per-channel exponent offset, in 1/8 octaves
 JITTER = 5.0
@@ -99,8 +99,6 @@ def rate_loss(zq: torch.Tensor, steps: torch.Tensor, levels: torch.Tensor, pixel
     sample the estimated bits per pixel (:func:`latentkit.codec.rate.bits` over `pixels` image pixels) times the
     codec's rate-distortion slope at its quality (:func:`latentkit.codec.rate.rd_lambda`), times 4 for the
     squared error of [-1, 1] images (the training's ``--rec-loss l2`` units); 0 for unquantized samples."""
-    from ..codec import rate
-
     coded = torch.isfinite(steps[:, 0])
     if not bool(coded.any()):
         return zq.new_zeros((), dtype=torch.float32)
