@@ -7,12 +7,17 @@ Naive tiles disagree with the untiled network for two reasons, and this module h
    normalises with fixed whole-image statistics when it has them. The first pass normalises each tile with
    its own statistics and only collects; each following pass uses the statistics of the pass before
    (``passes`` in total, the last one produces the output). Two passes get within ~0.1 dB of exact
-   statistics (see tests). The statistics are those of whole tiles, halos included (halos overlap, so
-   pixels near tile borders count more than once): GroupNorm's kernel returns them with the normalised tile,
-   so the first pass costs about one untiled decode plus the halos, where ``var_mean`` over each core cost
-   5-15x the GroupNorm. Against the untiled decode, four photo mosaics with 512 px tiles gave 49.5-51.5 dB
-   this way and 44.2-57.7 dB with core statistics: steadier, not better on every image (session 13; with the
-   split below, three mosaics 50.1-50.9 dB; README, "Large images").
+   statistics (see tests). Only the output pass needs halos: a statistics pass runs on the tile cores alone
+   when they are at least ``CORE_STATS_MIN_RATIO`` times the halo (512 px tiles: 64 latent positions against
+   the default decoder's 5), so it counts every pixel once and computes no overlap. With halos, pixels near
+   tile borders counted twice, and that bias outweighed what the zero padding at bare core borders adds: on
+   2048x2048 photo mosaics (512 px tiles) tiled decoding went from 51.2-52.1 to 54.5-56.1 dB against untiled
+   and from 1.29-1.37x to 1.21-1.23x its time; 768x512 images with 256 px tiles gained 0.8-2.9 dB decoding
+   and 2.5-5.6 dB encoding (session 20; README, "Large images"). With smaller cores the padding wins
+   (128 px tiles: 43.5 against 48.6 dB decoding; the micro test's 64 px tiles: 31.6 against 45.2 dB), so
+   they keep their halos. GroupNorm's kernel returns a tile's statistics with the normalised tile, so the
+   first pass costs about one untiled pass over the tiled part, where ``var_mean`` over each core cost
+   5-15x the GroupNorm (session 13).
 2. **Receptive field**: each tile is its core plus a halo that covers the convolutions' receptive field,
    and only the core is kept (halo cropping, no blending), so with exact statistics a tile's core is
    exactly what the untiled network computes there.
@@ -61,6 +66,10 @@ BYTES_PER_ELEMENT = {"encode": 9, "decode": 13}
 DEFAULT_TILE_PX = 512
 #: Above this many latent positions the mid-block attention uses pooled keys/values.
 DEFAULT_ATTN_MAX_TOKENS = 65536
+#: A statistics pass runs on the tile cores alone (no halos) when the core is at least this many times the halo
+#: (see the module docstring); below that, zero padding at the core borders would bias the statistics more than
+#: the overlap of halos does.
+CORE_STATS_MIN_RATIO = 4
 #: Number of tiled passes (statistics are refined by all but the last; the last produces the output).
 DEFAULT_PASSES = 2
 
@@ -255,17 +264,20 @@ def _run_tiled(body, x: torch.Tensor, core: int, halo: int, scale_out: float, pa
     """Run `body` over tiles of `x` (N x C x H x W); out[..., core] = body(tile)[..., core].
     `scale_out` = output size / input size (1/8 for the encoder body, 8 for the decoder body)."""
     n, _, h, w = x.shape
-    tiles = [(ys, xs) for ys in _spans(h, core, halo) for xs in _spans(w, core, halo)]
     out = None
-    with norms.patched(), tqdm(total=passes * len(tiles), desc=desc, unit="tile", leave=False,
-                               disable=len(tiles) * passes < 4) as bar:
+    count = len(_spans(h, core, 0)) * len(_spans(w, core, 0))
+    with norms.patched(), tqdm(total=passes * count, desc=desc, unit="tile", leave=False,
+                               disable=count * passes < 4) as bar:
         for p in range(passes):
             if p:
                 norms.next_pass()
-            norms.collect = p < passes - 1  # the last pass's statistics would be thrown away
+            last = p == passes - 1
+            norms.collect = not last  # the last pass's statistics would be thrown away
+            pad = halo if last or core < CORE_STATS_MIN_RATIO * halo else 0  # statistics: cores alone
+            tiles = [(ys, xs) for ys in _spans(h, core, pad) for xs in _spans(w, core, pad)]
             for (t0, t1, c0, c1), (u0, u1, d0, d1) in tiles:
                 y = body(x[..., t0:t1, u0:u1])
-                if p == passes - 1:
+                if last:
                     if out is None:
                         out = y.new_empty(n, y.shape[1], round(h * scale_out), round(w * scale_out))
                     k = lambda v, o: round((v - o) * scale_out)  # noqa: E731

@@ -8,11 +8,13 @@ Sections (``--sections``, all by default):
   (``torch.utils.flop_counter``) and latentkit's achieved GFLOP/s, and the fast path's PSNR against fp32;
 - ``peak``: the machine's measured bf16 and fp32 matmul peak (GFLOP/s), to put the achieved figure in context;
 - ``process``: whole processes (start, imports, model load, work, exit) of ``latentkit roundtrip / encode /
-  decode`` against the same jobs in ``scripts/stock_vae.py`` on ``--image``, alternating, medians, ratios;
+  decode`` against the same jobs in ``scripts/stock_vae.py`` on ``--image``, alternating, medians, ratios; and
+  ``encode --no-psnr``, the work stock's encode does (image -> latent file; ``encode`` also decodes the file for
+  the PSNR it prints, a whole decoder pass);
 - ``help``: wall time of ``latentkit --help``;
 - ``rss``: peak RSS of a ``latentkit roundtrip`` of a ``--big`` x ``--big`` image (the child process alone);
 - ``tiled``: decode of a ``--tiled-size`` square photo mosaic (``--image`` repeated) tiled vs untiled: times
-  (alternating) and PSNR between them;
+  (alternating) and PSNR between them; also tiled with halos in the statistics pass (as before session 20);
 - ``levers``: each speed lever of the fast path alone and together, decode and encode of the first ``--sizes``
   entry (fp32 no_grad, inference_mode, channels_last input, channels_last weights, bf16 autocast with and without
   channels_last, then through latentkit's standalone network (in-place SiLU and residual sums), bf16 weights, 1
@@ -236,6 +238,9 @@ def process(image: str, model: str | None, rounds: int) -> list[dict]:
                           [*stock, "roundtrip", image, str(t / "s.png"), *m_st]),
             "encode": ([*lk, "encode", image, "-o", str(t / "b.latent"), "--overwrite", *m_lk],
                        [*stock, "encode", image, str(t / "b.npy"), *m_st]),
+            # the same work as stock's (image -> latent file) without the decode for the PSNR encode prints
+            "encode --no-psnr": ([*lk, "encode", image, "-o", str(t / "c.latent"), "--overwrite", "--no-psnr", *m_lk],
+                                 [*stock, "encode", image, str(t / "c.npy"), *m_st]),
             "decode": ([*lk, "decode", str(t / "a.latent"), "-o", str(t / "d.png"), "--overwrite", *m_lk],
                        [*stock, "decode", str(t / "a.npy"), str(t / "e.png"), *m_st]),
         }
@@ -288,14 +293,30 @@ def tiled(size: int, model: str | None, rounds: int, image: str) -> dict:
     import latentkit
     from latentkit.metrics.psnr import psnr
 
+    from latentkit import tiling
+
     vae = latentkit.load_vae(model)
     z = latentkit.encode(vae, _mosaic(image, size), tile=False)
-    med = _alternate({"untiled": lambda: latentkit.decode(vae, z, tile=False),
-                      "tiled": lambda: latentkit.decode(vae, z, tile=True)}, rounds)
-    agree = psnr(latentkit.decode(vae, z, tile=False), latentkit.decode(vae, z, tile=True)).item()
+    shipped = tiling.CORE_STATS_MIN_RATIO
+
+    def tiled_with(ratio: float):
+        """Tiled decode with the statistics pass on bare cores from `ratio` x the halo (inf: always with halos)."""
+        tiling.CORE_STATS_MIN_RATIO = ratio
+        try:
+            return latentkit.decode(vae, z, tile=True)
+        finally:
+            tiling.CORE_STATS_MIN_RATIO = shipped
+
+    runs = {"untiled": lambda: latentkit.decode(vae, z, tile=False), "tiled": lambda: tiled_with(shipped),
+            "tiled_halo_stats": lambda: tiled_with(math.inf)}
+    med = _alternate(runs, rounds)
+    ref = runs["untiled"]()
+    agree = {k: round(psnr(ref, runs[k]()).item(), 2) for k in ("tiled", "tiled_halo_stats")}
     return {"section": "tiled", "width": size, "height": size, "rounds": rounds, "threads": torch.get_num_threads(),
             "untiled_s": round(med["untiled"], 2), "tiled_s": round(med["tiled"], 2),
-            "tiled_over_untiled": round(med["tiled"] / med["untiled"], 3), "psnr_tiled_vs_untiled_db": round(agree, 2)}
+            "tiled_over_untiled": round(med["tiled"] / med["untiled"], 3), "psnr_tiled_vs_untiled_db": agree["tiled"],
+            "halo_stats_over_untiled": round(med["tiled_halo_stats"] / med["untiled"], 3),
+            "psnr_halo_stats_vs_untiled_db": agree["tiled_halo_stats"]}
 
 
 def codec(image: str, quality: int, model: str | None, rounds: int) -> dict:
