@@ -12,7 +12,7 @@ Naive tiles disagree with the untiled network for two reasons, and this module h
    the default decoder's 5), so it counts every pixel once and computes no overlap. With halos, pixels near
    tile borders counted twice, and that bias outweighed what the zero padding at bare core borders adds: on
    2048x2048 photo mosaics (512 px tiles) tiled decoding went from 51.2-52.1 to 54.5-56.1 dB against untiled
-   and from 1.29-1.37x to 1.21-1.23x its time; 768x512 images with 256 px tiles gained 0.8-2.9 dB decoding
+   and from 1.29-1.37x to 1.21-1.29x its time; 768x512 images with 256 px tiles gained 0.8-2.9 dB decoding
    and 2.5-5.6 dB encoding (session 20; README, "Large images"). With smaller cores the padding wins
    (128 px tiles: 43.5 against 48.6 dB decoding; the micro test's 64 px tiles: 31.6 against 45.2 dB), so
    they keep their halos. GroupNorm's kernel returns a tile's statistics with the normalised tile, so the
