@@ -135,6 +135,9 @@ def main() -> None:
                     help="with --disc-weight: steps the discriminator trains alone before the autoencoder sees it")
     ap.add_argument("--rate-weight", type=float, default=None,
                     help="with --phase codec-rate: the factor on the codec's rate-distortion slope (default 1)")
+    ap.add_argument("--qualities", default=None,
+                    help="with a codec phase: the codec qualities its crops are quantized at, e.g. 1-100 (default: "
+                         "the phase's own range)")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = ap.parse_args()
     out = Path(args.out)
@@ -149,6 +152,8 @@ def main() -> None:
             setattr(targs, k, v)
         if args.rate_weight is not None:
             targs.codec_rate_weight = args.rate_weight
+        if args.qualities is not None:
+            targs.codec_qualities = args.qualities
         if args.disc_weight > 0:
             targs.disc_start, targs.disc_weight, targs.disc_warmup = 0, args.disc_weight, args.disc_warmup
     train(targs, resume=resume)
