@@ -113,7 +113,7 @@ def test_statistics_pass_counts_each_pixel_once(micro_vae, monkeypatch):
     """Where tile cores are large against the halo (>= CORE_STATS_MIN_RATIO times), the statistics pass runs on
     the cores alone: every GroupNorm's statistics count each position of its whole input map exactly once (with
     halos, positions near tile borders counted twice and the overlap was computed for nothing)."""
-    counts = {}
+    counts, sizes = {}, {}  # per tiled GroupNorm: elements counted per group; channels per group
     real = tiling._GroupNormStats.next_pass
 
     def record(self):
@@ -121,7 +121,6 @@ def test_statistics_pass_counts_each_pixel_once(micro_vae, monkeypatch):
         sizes.update({i: (m.num_channels // m.num_groups) for i, m in enumerate(self.norms)})
         real(self)
 
-    sizes = {}
     monkeypatch.setattr(tiling._GroupNormStats, "next_pass", record)
     halo = tiling.decoder_halo_latents(micro_vae)
     core = tiling.CORE_STATS_MIN_RATIO * halo  # latent positions
