@@ -337,7 +337,7 @@ from pathlib import Path
 from latentkit.cli import main
 
 image, quality, own, same, model, me, other, times = sys.argv[1:]
-args = ["--model", model, "--quality", quality, "--no-psnr"]
+args = ["--model", model, "--quality", quality]
 assert main(["encode", image, "-o", own] + args) == 0  # alone: the bytes this process writes
 Path(me).touch()
 t0 = time.monotonic()

@@ -174,7 +174,7 @@ def test_decode_force_model(tmp_path, capsys, micro_dir, micro_vae, small_png):
 
     other = save_vae(make_vae(dict(micro_vae.config), seed=1), tmp_path / "other")
     data = tmp_path / "a.latent"
-    assert main(["encode", str(small_png), "-o", str(data), "--model", str(micro_dir), "--no-psnr"]) == 0
+    assert main(["encode", str(small_png), "-o", str(data), "--model", str(micro_dir)]) == 0
     capsys.readouterr()
     back = tmp_path / "back.png"
     one_line_error(capsys, ["decode", str(data), "-o", str(back), "--force-model"], "--force-model needs --model")
@@ -270,7 +270,7 @@ def test_batch_folders_keep_names_report_failures_and_go_on(tmp_path, capsys, mi
     (src / "broken.png").write_text("not an image")
     lat = tmp_path / "lat"
     assert main(["encode", str(src), "-o", str(lat), "--model", str(micro_dir), "--recursive", "--json",
-                 "--jobs", "2", "--no-psnr"]) == 2  # one file failed, the others were written
+                 "--jobs", "2"]) == 2  # one file failed, the others were written
     out, err = capsys.readouterr()
     rows = [json.loads(line) for line in out.splitlines()]
     assert sorted(p.relative_to(lat).as_posix() for p in lat.rglob("*.latent")) == ["a.latent", "b.latent",

@@ -242,7 +242,12 @@ def test_cli_encode_decode(micro_vae, tmp_path, capsys):
     src = tmp_path / "in.png"
     PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)).save(src)
     lat = tmp_path / "x.latent"
-    assert main(["encode", str(src), "-o", str(lat), "--quality", "30", "--model", str(model), "--json"]) == 0
+    assert main(["encode", str(src), "-o", str(lat), "--quality", "30", "--model", str(model)]) == 0
+    assert "PSNR" not in capsys.readouterr().out  # off by default: no check decode
+    plain = lat.read_bytes()
+    assert main(["encode", str(src), "-o", str(lat), "--quality", "30", "--model", str(model), "--json", "--psnr",
+                 "--overwrite"]) == 0
+    assert lat.read_bytes() == plain  # measuring the PSNR does not change the file
     report = json.loads(capsys.readouterr().out)
     assert report["bytes"] == lat.stat().st_size and report["bpp"] == pytest.approx(report["bytes"] * 8 / 960)
     assert report["quality"] == 30 and 0 < report["psnr_db"] < 100 and report["seconds"] >= 0

@@ -13,8 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "encode", help="compress an image to a .latent file",
         description="Compress an image with the VAE codec. Prints the file size, bits per pixel (whole file "
-                    "bytes x 8 / (width x height)), the quality used, the PSNR (dB, 8-bit RGB) of what `latentkit "
-                    "decode` will give back, and the time taken. The file names the model it needs by an 8-byte id of its weights. IN and OUT may be - (stdin / stdout); several inputs or a folder "
+                    "bytes x 8 / (width x height)), the quality used and the time taken; with --psnr also the PSNR "
+                    "(dB, 8-bit RGB) of what `latentkit decode` will give back. The file names the model it needs by "
+                    "an 8-byte id of its weights. IN and OUT may be - (stdin / stdout); several inputs or a folder "
                     "go to an output folder (a.png -> OUT/a.latent), one line (or --json object) per file.")
     _batch.add_batch_args(p, "images (PNG, JPEG, WebP, ...)")
     rate = p.add_mutually_exclusive_group()
@@ -30,8 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "before coding it (20 is a good start; each step is a decoder pass with gradients, so it is "
                         "slower; the file is an ordinary .latent file and decodes the same way; default 0: off; with "
                         "--bpp every quality tried is refined)")
-    p.add_argument("--no-psnr", action="store_true",
-                   help="skip the check decode that measures the PSNR (saves one decoder pass)")
+    p.add_argument("--psnr", action=argparse.BooleanOptionalAction, default=False,
+                   help="decode the written file once and print its PSNR against the input: one decoder pass, "
+                        "which takes longer than the encode itself (default off, as in cjxl, avifenc and CompressAI's "
+                        "codec; `latentkit roundtrip` and `latentkit bench rd` measure quality too)")
     _args.add_json(p)
     p.set_defaults(func=run)
 
@@ -72,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         quality, data = (args.quality, encoder.pack(args.quality)) if args.bpp is None else encoder.fit_bpp(args.bpp)
         seconds = time.perf_counter() - t0
         _args.write_output(dst, data, inputs=(src,))
-        value = None if args.no_psnr else written_psnr(image, decompress(data, vae))
+        value = written_psnr(image, decompress(data, vae)) if args.psnr else None
         figures = {"input": src, "output": dst, "bytes": len(data), "bpp": len(data) * 8 / (image.width * image.height),
                    "quality": quality, "refine_steps": args.refine, "width": image.width, "height": image.height,
                    "psnr_db": None if value is None else round(value, 4), "seconds": round(seconds, 3)}
