@@ -101,11 +101,21 @@ def test_codec_weights_are_fp16_in_the_default_layout_and_the_earlier_codec_mode
         assert any(not torch.equal(plain[k], weights[k]) for k in plain if k.startswith("decoder."))
 
 
-def test_the_codec_model_beats_the_plain_and_the_earlier_codec_model_at_fewer_bytes():
-    """compress() without a model writes files for weights/codec: on the demo image smaller than the default
-    model's and the earlier codec model's at the same quality, and as good or better (session 19, kodim23: quality
-    32 2,489 bytes 26.26 dB, default 2,769 bytes 26.03 dB, codec-v0.8 2,533 bytes 25.86 dB; quality 60 5,317 bytes
-    28.48 dB, default 6,145 bytes 28.54 dB, codec-v0.8 5,349 bytes 28.09 dB)."""
+#: a rate-distortion slope steeper than the shipped models' on the demo image (about 2.0-2.2 dB per doubling of
+#: the bytes between qualities 32 and 60), for comparing two files of different sizes at equal bytes
+DB_PER_DOUBLING = 3.0
+
+
+def test_the_codec_model_beats_the_plain_and_the_earlier_codec_model_at_equal_bytes():
+    """compress() without a model writes files for weights/codec: on the demo image better than the default model's
+    and the earlier codec model's at the same quality, once their size difference is priced at a slope steeper
+    than either model's (so a file that buys its decibels with bytes does not pass). The steps each model picks
+    depend on the CPU's inference path, so the same quality gives other bytes per machine: session 19 (AMX, bf16),
+    kodim23 quality 32: codec 2,489 bytes 26.26 dB, default 2,769 bytes 26.03 dB, codec-v0.8 2,533 bytes 25.86 dB;
+    session 21 (AVX2, fp32): codec 2,525 bytes 26.31 dB, codec-v0.8 2,301 bytes 25.29 dB, fewer bytes but 1 dB
+    worse."""
+    import math
+
     x = read_image(DEMO)
     others = {name: latentkit.load_vae(name) for name in ("default", "codec-v0.8")}
     for quality in (32, 60):
@@ -114,7 +124,8 @@ def test_the_codec_model_beats_the_plain_and_the_earlier_codec_model_at_fewer_by
         for name, vae in others.items():
             theirs = compress(x, vae, quality=quality)
             their_db = float(psnr(x.batch(), decompress(theirs).rgb[None], quantize=True))
-            assert len(data) < len(theirs) and codec_db > their_db - 0.1, (quality, name, codec_db, their_db)
+            at_equal_bytes = their_db + DB_PER_DOUBLING * math.log2(len(data) / len(theirs))
+            assert codec_db > at_equal_bytes, (quality, name, len(data), codec_db, len(theirs), their_db)
     with pytest.raises(LatentkitError, match="--force-model"):
         decompress(data, others["default"])
 
