@@ -376,7 +376,11 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
         ref = {"decode": vae.decode(z).sample, "encode": z}
     cl = torch.channels_last
     vae_cl = copy.deepcopy(vae).to(memory_format=cl)
-    vae_bf16 = move(copy.deepcopy(vae), dtype=torch.bfloat16).to(memory_format=cl)  # move: no diffusers warning
+    # without native bf16 (AVX2) bf16 is emulated, hundreds of times slower: those levers are left out there, and
+    # latentkit's path is fp32, as latentkit.runtime runs it
+    bf16 = cpu_has_bf16()
+    if bf16:
+        vae_bf16 = move(copy.deepcopy(vae), dtype=torch.bfloat16).to(memory_format=cl)  # move: no diffusers warning
     threads = torch.get_num_threads()
 
     def run(m, inp, op: str, *, grad_off=torch.inference_mode, autocast=False, layout=None, dtype=None):
@@ -397,9 +401,6 @@ def levers(w: int, h: int, model: str | None, rounds: int) -> list[dict]:
                 torch.set_num_threads(threads)
         return g
 
-    # without native bf16 (AVX2) bf16 is emulated, hundreds of times slower: those levers are left out there, and
-    # latentkit's path is fp32, as latentkit.runtime runs it
-    bf16 = cpu_has_bf16()
     recs = []
     ours = "+ standalone network, in-place SiLU and sums (latentkit)"
     for op, inp in (("decode", z), ("encode", x)):
