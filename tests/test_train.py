@@ -257,6 +257,33 @@ def test_cli_train_with_validation_then_eval_model(micro_config, image_dir, tmp_
     assert 0 < result["mean"]["lpips_squeeze"] and -1 <= result["mean"]["ssim"] <= 1
     assert main(["eval-model", "--model", str(run), "--data", str(val)]) == 0
     assert "c.png" in capsys.readouterr().out
+    # against itself as the baseline: the same figures, no image better or worse
+    assert main(["eval-model", "--model", str(run), "--baseline", str(run), "--data", str(val), "--json"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["baseline"]["mean"] == both["mean"] == result["mean"]
+    assert both["comparison"]["psnr"] == {"mean": result["mean"]["psnr"], "baseline": result["mean"]["psnr"],
+                                          "diff": 0.0, "better": 0, "worse": 0, "n": 1}
+
+
+def test_compare_results_counts_by_each_metrics_direction():
+    """Higher PSNR is better, lower LPIPS is better; a missing value (MS-SSIM of a small image) is not counted."""
+    from latentkit.bench.evaluate import compare_results, format_comparison
+
+    def res(rows):
+        metrics = ["psnr", "ms_ssim", "lpips_squeeze"]
+        mean = {k: None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows) for k in metrics}
+        return {"metrics": metrics, "images": rows, "mean": mean}
+
+    base = res([{"file": "a", "psnr": 20.0, "ms_ssim": 0.90, "lpips_squeeze": 0.2},
+                {"file": "b", "psnr": 30.0, "ms_ssim": None, "lpips_squeeze": 0.1}])
+    new = res([{"file": "a", "psnr": 21.0, "ms_ssim": 0.95, "lpips_squeeze": 0.3},
+               {"file": "b", "psnr": 29.5, "ms_ssim": None, "lpips_squeeze": 0.1}])
+    c = compare_results(new, base)
+    assert c["psnr"]["diff"] == pytest.approx(0.25) and (c["psnr"]["better"], c["psnr"]["worse"]) == (1, 1)
+    assert (c["lpips_squeeze"]["better"], c["lpips_squeeze"]["worse"], c["lpips_squeeze"]["n"]) == (0, 1, 2)
+    assert c["ms_ssim"]["diff"] is None and (c["ms_ssim"]["better"], c["ms_ssim"]["n"]) == (1, 1)
+    table = format_comparison(c, "new", "base")
+    assert "+0.25" in table and "1 / 1 of 2" in table and "training loss" in table
 
 
 def test_cli_train_errors_are_one_line(tmp_path, capsys):
@@ -464,3 +491,33 @@ def test_combine_weights_takes_the_encoder_side_and_config_from_one_model_and_th
     save_vae(make_vae(dict(micro_vae.config) | {"latent_channels": 8}, seed=7), tmp_path / "wide")
     p = subprocess.run([*run, str(tmp_path / "wide")], capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "different architectures" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_grow_depth_adds_a_resnet_per_block_and_keeps_the_function(micro_vae, tmp_path):
+    """scripts/grow_depth.py: layers_per_block + 1 (encoder and decoder), every old weight where it was, the new
+    resnets the identity (zero second convolution), so the grown model encodes and decodes exactly as before."""
+    import subprocess
+    import sys
+
+    from latentkit.model import load_vae, save_vae
+
+    save_vae(micro_vae, tmp_path / "src")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "grow_depth.py"
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "deep")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    src, deep = load_vae(tmp_path / "src"), load_vae(tmp_path / "deep")
+    assert deep.config.layers_per_block == src.config.layers_per_block + 1
+    assert sum(v.numel() for v in deep.parameters()) > sum(v.numel() for v in src.parameters())
+    sd = deep.state_dict()
+    assert all(torch.equal(sd[k], v) for k, v in src.state_dict().items())
+    new_conv2 = [k for k in sd if k not in src.state_dict() and ".conv2." in k]
+    assert new_conv2 and all(not sd[k].any() for k in new_conv2)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = src.encode(x).latent_dist.mean
+        assert torch.equal(deep.encode(x).latent_dist.mean, z)
+        assert torch.equal(deep.decode(z).sample, src.decode(z).sample)
+    p = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "deep")],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and "exists" in p.stderr and "Traceback" not in p.stderr

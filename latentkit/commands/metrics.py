@@ -9,9 +9,6 @@ from pathlib import Path
 from ..errors import LatentkitError
 from . import _args
 
-_HEADERS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMU2",
-            "butteraugli_max": "Butt-max", "butteraugli_3norm": "Butt-3n"}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -62,10 +59,6 @@ def _pairs(ref: Path, dist: Path) -> tuple[list[tuple[str, Path, Path]], list[st
     return pairs, sorted(a[k].name for k in a.keys() - b.keys()), sorted(b[k].name for k in b.keys() - a.keys())
 
 
-def _header(metric: str) -> str:
-    return _HEADERS.get(metric) or "LPIPS-" + metric.removeprefix("lpips_")
-
-
 def _measure(ref: Path, dist: Path, metrics: list[str]) -> dict:
     from ..io import read_image
     from ..metrics.compare import compare
@@ -92,6 +85,8 @@ def _fmt(v: float | None, key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..metrics.compare import label
+
     metrics = ["psnr", "ssim", "ms_ssim", "ssimulacra2", f"lpips_{args.lpips_net}"]
     if args.butteraugli:
         metrics[-1:-1] = ["butteraugli_max", "butteraugli_3norm"]
@@ -110,13 +105,13 @@ def run(args: argparse.Namespace) -> int:
         row = rows[0]
         print(f"{args.ref} vs {args.dist} ({row['width']}x{row['height']})")
         for k in metrics:
-            print(f"  {_header(k):<16} {_fmt(row[k], k)}")
+            print(f"  {label(k):<16} {_fmt(row[k], k)}")
         return 0
     width = max(len("mean"), *(len(r["name"]) for r in rows))
-    print(f"{'image':<{width}}  " + "  ".join(f"{_header(k):>8}" for k in metrics))
+    print(f"{'image':<{width}}  " + "  ".join(f"{label(k):>8}" for k in metrics))
     for row in rows + [{"name": "mean", **_mean(rows, metrics)}]:
         print(f"{row['name']:<{width}}  " + "  ".join(f"{_fmt(row[k], k):>8}" for k in metrics))
-    for label, names in (("only in " + str(args.ref), only_ref), ("only in " + str(args.dist), only_dist)):
+    for where, names in (("only in " + str(args.ref), only_ref), ("only in " + str(args.dist), only_dist)):
         if names:
-            print(f"{label} (not compared): {', '.join(names)}")
+            print(f"{where} (not compared): {', '.join(names)}")
     return 0

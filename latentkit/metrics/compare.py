@@ -23,8 +23,16 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "ms_ssim": True, "ssimulacra2": 
                     "butteraugli_3norm": False, **{f"lpips_{net}": False for net in NETS}}
 #: what `latentkit metrics` reports by default, in display order
 DEFAULT_METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "lpips_squeeze")
+#: short column headers of tables (``lpips_<net>`` reads LPIPS-<net>)
+LABELS = {"psnr": "PSNR dB", "ssim": "SSIM", "ms_ssim": "MS-SSIM", "ssimulacra2": "SSIMU2",
+          "butteraugli_max": "Butt-max", "butteraugli_3norm": "Butt-3n"}
 #: the metric the shipped default model is trained with (a perceptual loss term): no independent evidence for it
 TRAINED_ON = ("lpips_squeeze",)
+
+
+def label(metric: str) -> str:
+    """A metric's short column header: ``psnr`` -> ``PSNR dB``, ``lpips_squeeze`` -> ``LPIPS-squeeze``."""
+    return LABELS.get(metric) or "LPIPS-" + metric.removeprefix("lpips_")
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
