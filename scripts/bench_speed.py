@@ -1,6 +1,6 @@
 """Speed and memory of latentkit against stock diffusers, measured in the same run (alternating rounds, medians).
 
-Sections (``--sections``, all by default):
+Sections (``--sections``, all but ``models`` by default):
 
 - ``inproc``: in one process, for each ``--sizes``: stock diffusers fp32 (``vae.encode(x).latent_dist.mean`` /
   ``vae.decode(z).sample`` under ``torch.no_grad``, as a user writes it) against ``latentkit.encode`` /
@@ -40,6 +40,9 @@ Sections (``--sections``, all by default):
   step search + entropy coding (plan and range coding), decode = entropy decoding (incl. the check that the
   payload is what the encoder writes) + decoder network; parts alternating, medians, shares of each total; with
   the CLI's ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it.
+- ``models``: two models on latentkit's fast path, ``--model`` against ``--against`` (e.g. a deeper config
+  against the shipped one: the capacity rule "decode within 2x of today's"), encode and decode of each
+  ``--sizes`` entry, alternating, medians, the ratios and each model's parameters and FLOPs.
 
 Prints the CPU, human-readable lines, then one JSON line per figure (``{"bench": "speed", "section": ...}``).
 On a shared machine compare the ratios of one run, not absolute figures across runs.
@@ -64,7 +67,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = Path(__file__).resolve().parent
 #: latentkit.runtime.KEEP_MEMORY_ENV (not imported: that would load torch in this parent process)
 KEEP_ENV = "LATENTKIT_KEEP_FREED_MEMORY"
-SECTIONS = ("inproc", "malloc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec")
+SECTIONS = ("inproc", "malloc", "peak", "process", "help", "rss", "tiled", "levers", "compile", "int8", "codec",
+            "models")
 
 
 def cpu_name() -> str:
@@ -148,6 +152,34 @@ def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
            "latentkit_encode_gflops": round(flops["encode"] / 1e9 / med["latentkit_encode"], 1),
            "latentkit_decode_gflops": round(flops["decode"] / 1e9 / med["latentkit_decode"], 1),
            "fast_vs_fp32_decode_psnr_db": round(fast_psnr, 2)}
+    return rec
+
+
+def models(w: int, h: int, model: str | None, other: str, rounds: int) -> dict:
+    """The ``models`` section at one size: latentkit's encode / decode of `model` against `other`, alternating."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    import latentkit
+
+    x = _image(w, h)
+    ops, rec = {}, {"section": "models", "width": w, "height": h, "rounds": rounds, "threads": torch.get_num_threads(),
+                    "model": model or "default", "against": other}
+    for key, name in (("model", model), ("against", other)):
+        vae = latentkit.load_vae(name)
+        with torch.no_grad():
+            z = vae.encode(x * 2 - 1).latent_dist.mean
+            counter = FlopCounterMode(display=False)
+            with counter:
+                vae.decode(z)
+        rec[f"{key}_params"] = sum(p.numel() for p in vae.parameters())
+        rec[f"{key}_decode_gflop"] = round(counter.get_total_flops() / 1e9, 2)
+        ops[f"{key}_encode"] = lambda vae=vae: latentkit.encode(vae, x)
+        ops[f"{key}_decode"] = lambda vae=vae, z=z: latentkit.decode(vae, z)
+    med = _alternate(ops, rounds)
+    rec.update({f"{k}_s": round(v, 4) for k, v in med.items()})
+    for op in ("encode", "decode"):
+        rec[f"{op}_time_ratio"] = round(med[f"model_{op}"] / med[f"against_{op}"], 3)
     return rec
 
 
@@ -547,7 +579,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--big", type=int, default=4096, help="side of the peak-RSS roundtrip (default: %(default)s)")
     p.add_argument("--tiled-size", type=int, default=2048, help="side of the tiled-vs-untiled decode")
     p.add_argument("--quality", type=int, default=50, help="quality of the codec section (default: %(default)s)")
-    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated from {', '.join(SECTIONS)}")
+    p.add_argument("--sections", default=",".join(SECTIONS[:-1]),
+                   help=f"comma-separated from {', '.join(SECTIONS)} (default: all but models)")
+    p.add_argument("--against", default=None, metavar="M",
+                   help="the second model of the models section (its times are the ratios' denominators)")
     p.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args._child:
@@ -560,7 +595,8 @@ def main(argv: list[str] | None = None) -> int:
                 "compile": lambda: [compiled(int(params[1]), int(params[2]), model, int(params[3]))],
                 "int8": lambda: [int8(int(params[1]), int(params[2]), model, int(params[3]))],
                 "one": lambda: [one_contender(params[1], int(params[2]), int(params[3]), model, int(params[4]))],
-                "codec": lambda: [codec(params[1], int(params[2]), model, int(params[3]))]}[section]()
+                "codec": lambda: [codec(params[1], int(params[2]), model, int(params[3]))],
+                "models": lambda: [models(int(params[1]), int(params[2]), model, params[3], int(params[4]))]}[section]()
         for r in recs:
             print(json.dumps(r))
         return 0
@@ -568,6 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         p.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+    if "models" in sections and not args.against:
+        p.error("the models section needs --against M (the model to compare --model with)")
     m = args.model or "-"
     records: list[dict] = []
     print(f"CPU: {cpu_name()}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}; "
@@ -601,6 +639,9 @@ def main(argv: list[str] | None = None) -> int:
 
             env = {**OPENMP_ENV, **os.environ}
             records += _child("codec", m, args.image, str(args.quality), str(args.rounds), env=env)
+        elif section == "models":
+            for s in args.sizes.split(","):
+                records += _child("models", m, *map(str, _size(s)), args.against, str(args.rounds))
         for r in records:
             if r.get("_printed"):
                 continue

@@ -100,9 +100,14 @@ CODEC_JOINT = CODEC_LIGHT | dict(decoder_only=False)
 # at the codec's own rate-distortion slope (latentkit.codec.rate); the session-18 probe without it bought
 # distortion with bits and collapsed at quality 1.
 CODEC_RATE = CODEC_JOINT | dict(codec_rate_weight=1.0)
+# A model one resnet per block deeper (scripts/grow_depth.py from the tiny config: the new resnets start as the
+# identity): the joint phase with the new resnets at 20x its learning rate. At 1x (session 22, 902 steps) their
+# weights stayed at ~0.5% of their neighbours' scale, so that run trained the old model at 1.23x the cost.
+GROWN_NEW_RESNETS = r"^(encoder\.down_blocks\.\d+\.resnets\.1|decoder\.up_blocks\.\d+\.resnets\.2)\."
+JOINT_GROWN = JOINT | dict(lr_scale=f"{GROWN_NEW_RESNETS}=20")
 PHASES = {"continue": CONTINUE, "decoder": DECODER, "encoder": ENCODER, "joint": JOINT, "codec": CODEC,
           "codec-high": CODEC_HIGH, "codec-light": CODEC_LIGHT, "codec-joint": CODEC_JOINT,
-          "codec-rate": CODEC_RATE}
+          "codec-rate": CODEC_RATE, "joint-grown": JOINT_GROWN}
 # On a CUDA GPU (v0.6: an H100 lent for a few minutes): 16x the crops per step, so less gradient noise and a
 # higher peak lr, with a longer warm-up as AdamW's moments start from zero.
 CONTINUE_GPU = dict(batch_size=32, lr=3e-4, warmup=200, ckpt_every=500)
@@ -126,7 +131,9 @@ def main() -> None:
                          "codec-high: its second stage (from --init, the first stage's run); codec-light: the "
                          "codec decoder again at the joint phase's balance (from --init weights/codec); "
                          "codec-joint: codec-light with the encoder learning through the rounding too; "
-                         "codec-rate: codec-joint with the bits priced at the codec's rate-distortion slope")
+                         "codec-rate: codec-joint with the bits priced at the codec's rate-distortion slope; "
+                         "joint-grown: joint for a model deepened by scripts/grow_depth.py (from --init), its new "
+                         "resnets at 20x the learning rate")
     ap.add_argument("--init", default=str(DEFAULT_MODEL_DIR),
                     help="weights a new run starts from (default: the shipped weights/default)")
     ap.add_argument("--disc-weight", type=float, default=0.0,

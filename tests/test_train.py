@@ -521,3 +521,22 @@ def test_grow_depth_adds_a_resnet_per_block_and_keeps_the_function(micro_vae, tm
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "deep")],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "exists" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_lr_scale_splits_the_parameters_into_groups_the_schedule_scales(micro_vae):
+    """--lr-scale REGEX=FACTOR: matching parameters (the first rule that matches) learn at FACTOR x the rate;
+    a rule that matches nothing or is not REGEX=FACTOR is a one-line error."""
+    from latentkit.errors import LatentkitError
+    from latentkit.train.loop import param_groups
+
+    m = micro_vae.requires_grad_(True)
+    groups = param_groups(m, r"^decoder\.=10; ^encoder\.conv_in\.=0.5")
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert [g["lr_scale"] for g in groups] == [10.0, 0.5, 1.0]
+    assert all(names[id(p)].startswith("decoder.") for p in groups[0]["params"])
+    assert {names[id(p)] for p in groups[1]["params"]} == {"encoder.conv_in.weight", "encoder.conv_in.bias"}
+    assert sum(len(g["params"]) for g in groups) == len(list(m.parameters()))
+    assert [g["lr_scale"] for g in param_groups(m, "")] == [1.0]
+    for bad in ("decoder", "^nothing=2", "x=fast"):
+        with pytest.raises(LatentkitError, match="--lr-scale"):
+            param_groups(m, bad)

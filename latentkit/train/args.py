@@ -54,6 +54,10 @@ class TrainArgs:
     min_lr_ratio: float = knob(0.1, "with --schedule cosine: the final learning rate as a fraction of --lr")
     schedule: str = knob("constant", "learning rate after warm-up: constant | cosine", choices=("constant", "cosine"))
     warmup: int = knob(500, "linear learning-rate warm-up, in steps")
+    lr_scale: str = knob("",
+        "REGEX=FACTOR[;REGEX=FACTOR...]: trainable parameters whose names match REGEX (re.search; the first match "
+        "wins) learn at FACTOR x the learning rate, e.g. new layers of a grown model (scripts/grow_depth.py) beside "
+        "trained ones ('': all at --lr)")
     weight_decay: float = knob(0.01, "AdamW weight decay")
     grad_clip: float = knob(1.0, "clip the autoencoder's gradient norm to this (0: off)")
     rec_loss: str = knob("l1", "pixel loss: l1 | l2 (per pixel and channel, images in [-1, 1])", choices=("l1", "l2"))

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -195,8 +196,8 @@ class Trainer:
     def _build_optimisers(self) -> None:
         """AdamW for each network; everything handed to ``accelerate`` (devices, DDP); the EMA of the weights."""
         a = self.args
-        params = [p for p in self.vae.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(params, lr=a.lr, betas=(0.9, 0.99), weight_decay=a.weight_decay)
+        groups = param_groups(self.vae, a.lr_scale)
+        self.opt = torch.optim.AdamW(groups, lr=a.lr, betas=(0.9, 0.99), weight_decay=a.weight_decay)
         self.opt_d = torch.optim.AdamW(self.disc.parameters(), lr=a.disc_lr, betas=(0.5, 0.9))
         # the autoencoder pass is one module's forward, so DistributedDataParallel sees it and syncs gradients
         self.ae, self.disc, self.opt, self.opt_d = self.accel.prepare(
@@ -260,7 +261,7 @@ class Trainer:
             x = x.contiguous(memory_format=torch.channels_last)
         x_in = x + a.denoise_sigma * 2 * torch.randn_like(x) if a.denoise_sigma > 0 else x
         for g in self.opt.param_groups:
-            g["lr"] = lr_at(a, step)
+            g["lr"] = lr_at(a, step) * g.get("lr_scale", 1.0)  # checkpoints before --lr-scale have none
         lat_shape = (x.shape[0], *latent_shape(self.vae, x.shape[3], x.shape[2]))
         noise = torch.randn(lat_shape, device=x.device) if a.sample_posterior else None
         with self.accel.autocast():
@@ -429,6 +430,30 @@ class Trainer:
             if score > self.best_score:
                 self.best_score = score
                 checkpoint.mark_best(self.run, ck)
+
+
+def param_groups(model: torch.nn.Module, lr_scale: str) -> list[dict]:
+    """The optimizer's parameter groups: the trainable parameters of `model`, split by ``--lr-scale``
+    (``"REGEX=FACTOR;..."``: a parameter whose name matches REGEX, the first that does, gets ``lr_scale`` FACTOR;
+    the rest 1). Each group has an ``lr_scale`` key, which the schedule multiplies its learning rate by."""
+    rules = []
+    for part in filter(None, (p.strip() for p in lr_scale.split(";"))):
+        pattern, sep, factor = part.rpartition("=")
+        try:
+            rules.append((re.compile(pattern), float(factor)))
+        except (re.error, ValueError):
+            sep = ""
+        if not sep or not pattern:
+            raise LatentkitError(f"--lr-scale: {part!r} is not REGEX=FACTOR (a regular expression and a number)")
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [], "lr_scale": f} for _, f in rules] + [{"params": [], "lr_scale": 1.0}]
+    for name, p in named:
+        i = next((i for i, (rx, _) in enumerate(rules) if rx.search(name)), len(rules))
+        groups[i]["params"].append(p)
+    for (rx, _), g in zip(rules, groups):
+        if not g["params"]:
+            raise LatentkitError(f"--lr-scale: {rx.pattern!r} matches no trainable parameter")
+    return [g for g in groups if g["params"]]
 
 
 class _BudgetProbe:
