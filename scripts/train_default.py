@@ -36,6 +36,14 @@ its own), from the session-17 codec model:
     python scripts/train_default.py --phase codec-rate --init weights/codec-v0.8 --out runs/cr19long --minutes 45 \
         --steps 20000 --threads 2
     latentkit export weights/codec --model runs/cr19long --dtype fp16
+
+Capacity at equal wall time (session 22, not shipped: MODEL_CARD.md, "Capacity"), a resnet per block more, grown
+from the shipped weights so that it starts as the same function:
+
+    python scripts/grow_depth.py weights/default runs/grown10
+    python scripts/train_default.py --phase joint --init runs/grown10 --out runs/deep10 --minutes 70 --steps 20000
+    python scripts/train_default.py --phase joint-grown --init runs/grown10 --out runs/grown10b --minutes 45 \
+        --steps 20000
 """
 
 from __future__ import annotations
