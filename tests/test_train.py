@@ -518,6 +518,18 @@ def test_grow_depth_adds_a_resnet_per_block_and_keeps_the_function(micro_vae, tm
         z = src.encode(x).latent_dist.mean
         assert torch.equal(deep.encode(x).latent_dist.mean, z)
         assert torch.equal(deep.decode(z).sample, src.decode(z).sample)
+    # train_default's joint-grown phase puts exactly the new resnets at its higher learning rate
+    import importlib.util
+
+    from latentkit.train.loop import param_groups
+
+    spec = importlib.util.spec_from_file_location("train_default", script.parent / "train_default.py")
+    train_default = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_default)
+    fast, rest = param_groups(deep.requires_grad_(True), train_default.JOINT_GROWN["lr_scale"])
+    new_params = {k for k in sd if k not in src.state_dict()}
+    names = {id(v): k for k, v in deep.named_parameters()}
+    assert fast["lr_scale"] > 1 and {names[id(v)] for v in fast["params"]} == new_params
     p = subprocess.run([sys.executable, str(script), str(tmp_path / "src"), str(tmp_path / "deep")],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 1 and "exists" in p.stderr and "Traceback" not in p.stderr
