@@ -119,9 +119,19 @@ def _ops(vae, x, z) -> dict[str, dict]:
             "latentkit": {"encode": lambda: latentkit.encode(vae, x), "decode": lambda: latentkit.decode(vae, z)}}
 
 
-def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
+def _flops(f) -> int:
+    """Floating-point operations of one call of `f` under ``torch.no_grad`` (``torch.utils.flop_counter``)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        f()
+    return counter.get_total_flops()
+
+
+def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
+    import torch
 
     import latentkit
     from latentkit.metrics.psnr import psnr
@@ -130,12 +140,7 @@ def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
     x = _image(w, h)
     with torch.no_grad():
         z = vae.encode(x * 2 - 1).latent_dist.mean
-    flops = {}
-    for op, f in (("encode", lambda: vae.encode(x * 2 - 1)), ("decode", lambda: vae.decode(z))):
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
-            f()
-        flops[op] = counter.get_total_flops()
+    flops = {"encode": _flops(lambda: vae.encode(x * 2 - 1)), "decode": _flops(lambda: vae.decode(z))}
 
     ops = _ops(vae, x, z)
     med = _alternate({"stock_encode": ops["stock"]["encode"], "latentkit_encode": ops["latentkit"]["encode"],
@@ -158,7 +163,6 @@ def inproc(w: int, h: int, model: str | None, rounds: int) -> dict:
 def models(w: int, h: int, model: str | None, other: str, rounds: int) -> dict:
     """The ``models`` section at one size: latentkit's encode / decode of `model` against `other`, alternating."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
     import latentkit
 
@@ -169,11 +173,8 @@ def models(w: int, h: int, model: str | None, other: str, rounds: int) -> dict:
         vae = latentkit.load_vae(name)
         with torch.no_grad():
             z = vae.encode(x * 2 - 1).latent_dist.mean
-            counter = FlopCounterMode(display=False)
-            with counter:
-                vae.decode(z)
         rec[f"{key}_params"] = sum(p.numel() for p in vae.parameters())
-        rec[f"{key}_decode_gflop"] = round(counter.get_total_flops() / 1e9, 2)
+        rec[f"{key}_decode_gflop"] = round(_flops(lambda vae=vae, z=z: vae.decode(z)) / 1e9, 2)
         ops[f"{key}_encode"] = lambda vae=vae: latentkit.encode(vae, x)
         ops[f"{key}_decode"] = lambda vae=vae, z=z: latentkit.decode(vae, z)
     med = _alternate(ops, rounds)

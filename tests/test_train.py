@@ -268,11 +268,11 @@ def test_cli_train_with_validation_then_eval_model(micro_config, image_dir, tmp_
 def test_compare_results_counts_by_each_metrics_direction():
     """Higher PSNR is better, lower LPIPS is better; a missing value (MS-SSIM of a small image) is not counted."""
     from latentkit.bench.evaluate import compare_results, format_comparison
+    from latentkit.metrics.compare import mean_of
 
     def res(rows):
         metrics = ["psnr", "ms_ssim", "lpips_squeeze"]
-        mean = {k: None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows) for k in metrics}
-        return {"metrics": metrics, "images": rows, "mean": mean}
+        return {"metrics": metrics, "images": rows, "mean": mean_of(rows, metrics)}
 
     base = res([{"file": "a", "psnr": 20.0, "ms_ssim": 0.90, "lpips_squeeze": 0.2},
                 {"file": "b", "psnr": 30.0, "ms_ssim": None, "lpips_squeeze": 0.1}])

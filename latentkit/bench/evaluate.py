@@ -21,10 +21,6 @@ from ..model import reconstruct
 if TYPE_CHECKING:  # type hints only: commands run the model without importing diffusers
     from diffusers import AutoencoderKL
 
-#: what an evaluation reports by default (names of :func:`latentkit.metrics.compare.compare`)
-METRICS = ("psnr", "ssim", "ms_ssim", "ssimulacra2", "lpips_squeeze")
-
-
 def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
                     progress: bool = True) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """For every image under `data` (recursive, :func:`latentkit.io.list_images`): (file name relative to `data`, the image
@@ -38,22 +34,22 @@ def reconstructions(vae: AutoencoderKL, data: str | os.PathLike,
 
 
 def evaluate_folder(vae: AutoencoderKL, data: str | os.PathLike, progress: bool = True,
-                    metrics: Sequence[str] = METRICS) -> dict:
+                    metrics: Sequence[str] | None = None) -> dict:
     """Reconstruct every image under `data` (recursive) through the posterior mean.
 
     The reconstruction is rounded to 8-bit levels (what a saved PNG holds) before the metrics (names of
-    :func:`latentkit.metrics.compare.compare`; ``butteraugli_*`` need libjxl's ``butteraugli_main``).
+    :func:`latentkit.metrics.compare.compare`, default :func:`~latentkit.metrics.compare.reported_metrics`;
+    ``butteraugli_*`` need libjxl's ``butteraugli_main``).
     Returns ``{"data": str, "metrics": [...], "images": [{"file", "width", "height", <metric>: value, ...}, ...],
     "mean": {metric: mean}}``; file names are relative to `data`; ``ms_ssim`` is None for images with a side
     under 161 px (and then its mean is None).
     """
-    from ..metrics.compare import check_metrics, compare
+    from ..metrics.compare import check_metrics, compare, mean_of, reported_metrics
 
-    metrics = check_metrics(metrics)
+    metrics = check_metrics(reported_metrics() if metrics is None else metrics)
     rows = [{"file": name, "width": x.shape[-1], "height": x.shape[-2], **compare(x, y, metrics)[0]}
             for name, x, y in reconstructions(vae, data, progress)]
-    mean = {k: (None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows)) for k in metrics}
-    return {"data": str(Path(data)), "metrics": metrics, "images": rows, "mean": mean}
+    return {"data": str(Path(data)), "metrics": metrics, "images": rows, "mean": mean_of(rows, metrics)}
 
 
 def compare_results(result: dict, baseline: dict) -> dict[str, dict]:
@@ -77,8 +73,9 @@ def compare_results(result: dict, baseline: dict) -> dict[str, dict]:
     return out
 
 
-def _fmt(v: float | None, metric: str) -> str:
-    return "n/a" if v is None else format(v, ".2f" if metric in ("psnr", "ssimulacra2") else ".4f")
+def _fmt(v: float | None, metric: str, sign: str = "") -> str:
+    """A metric's value for a table: 2 decimals for the dB and 0..100 scales, 4 for the rest (`sign` "+": signed)."""
+    return "n/a" if v is None else format(v, sign + (".2f" if metric in ("psnr", "ssimulacra2") else ".4f"))
 
 
 def format_table(result: dict) -> str:
@@ -101,7 +98,7 @@ def format_comparison(comparison: dict[str, dict], model: str, baseline: str) ->
     w = max(len(model), len(baseline), 8)
     lines = [f"{'metric':<14}  {baseline:>{w}}  {model:>{w}}  {'diff':>8}  images better / worse"]
     for k, c in comparison.items():
-        diff = "n/a" if c["diff"] is None else format(c["diff"], "+.2f" if k in ("psnr", "ssimulacra2") else "+.4f")
+        diff = _fmt(c["diff"], k, sign="+")
         note = "  (the default model's training loss)" if k in TRAINED_ON else ""
         lines.append(f"{label(k):<14}  {_fmt(c['baseline'], k):>{w}}  {_fmt(c['mean'], k):>{w}}  {diff:>8}  "
                      f"{c['better']} / {c['worse']} of {c['n']}{note}")

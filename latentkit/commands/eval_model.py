@@ -33,12 +33,11 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..bench.evaluate import METRICS, compare_results, evaluate_folder, format_comparison, format_table
+    from ..bench.evaluate import compare_results, evaluate_folder, format_comparison, format_table
+    from ..metrics.compare import reported_metrics
     from ..model import load_vae
 
-    metrics = list(METRICS)
-    if args.butteraugli:
-        metrics[-1:-1] = ["butteraugli_max", "butteraugli_3norm"]
+    metrics = reported_metrics(butteraugli=args.butteraugli)
     device = "cuda" if torch.cuda.is_available() else None
     vae = _args.load_model(args, device=device)
     result = {"model": args.model or "default", **evaluate_folder(vae, args.data, metrics=metrics)}

@@ -70,14 +70,6 @@ def _measure(ref: Path, dist: Path, metrics: list[str]) -> dict:
     return {"width": x.width, "height": x.height, **compare(x.batch(), y.batch(), metrics)[0]}
 
 
-def _mean(rows: list[dict], metrics: list[str]) -> dict[str, float | None]:
-    out = {}
-    for k in metrics:
-        vals = [r[k] for r in rows if r[k] is not None]
-        out[k] = sum(vals) / len(vals) if len(vals) == len(rows) else None
-    return out
-
-
 def _fmt(v: float | None, key: str) -> str:
     return "n/a" if v is None else f"{v:.2f}" if key == "psnr" else f"{v:.4f}"
 
@@ -85,11 +77,9 @@ def _fmt(v: float | None, key: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..metrics.compare import label
+    from ..metrics.compare import label, mean_of, reported_metrics
 
-    metrics = ["psnr", "ssim", "ms_ssim", "ssimulacra2", f"lpips_{args.lpips_net}"]
-    if args.butteraugli:
-        metrics[-1:-1] = ["butteraugli_max", "butteraugli_3norm"]
+    metrics = reported_metrics(args.lpips_net, args.butteraugli)
     pairs, only_ref, only_dist = _pairs(args.ref, args.dist)
     rows = []
     for name, r, d in tqdm(pairs, desc="metrics", unit="pair", disable=len(pairs) == 1):
@@ -97,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     single = not args.ref.is_dir()
     if args.json:
         out = {"ref": str(args.ref), "dist": str(args.dist)}
-        out.update(rows[0] if single else {"pairs": rows, "mean": _mean(rows, metrics), "only_in_ref": only_ref,
+        out.update(rows[0] if single else {"pairs": rows, "mean": mean_of(rows, metrics), "only_in_ref": only_ref,
                                            "only_in_dist": only_dist})
         print(json.dumps(out, indent=1))
         return 0
@@ -109,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     width = max(len("mean"), *(len(r["name"]) for r in rows))
     print(f"{'image':<{width}}  " + "  ".join(f"{label(k):>8}" for k in metrics))
-    for row in rows + [{"name": "mean", **_mean(rows, metrics)}]:
+    for row in rows + [{"name": "mean", **mean_of(rows, metrics)}]:
         print(f"{row['name']:<{width}}  " + "  ".join(f"{_fmt(row[k], k):>8}" for k in metrics))
     for where, names in (("only in " + str(args.ref), only_ref), ("only in " + str(args.dist), only_dist)):
         if names:

@@ -35,6 +35,19 @@ def label(metric: str) -> str:
     return LABELS.get(metric) or "LPIPS-" + metric.removeprefix("lpips_")
 
 
+def reported_metrics(lpips_net: str = "squeeze", butteraugli: bool = False) -> list[str]:
+    """What the reports (``latentkit metrics``, ``eval-model``) measure, in display order: PSNR, SSIM, MS-SSIM,
+    SSIMULACRA2, with `butteraugli` Butteraugli max and 3-norm, then LPIPS with `lpips_net`."""
+    return ["psnr", "ssim", "ms_ssim", "ssimulacra2", *(("butteraugli_max", "butteraugli_3norm") if butteraugli
+                                                         else ()), f"lpips_{lpips_net}"]
+
+
+def mean_of(rows: Sequence[dict], metrics: Sequence[str]) -> dict[str, float | None]:
+    """The mean of each metric over `rows` (dicts with a value or None per metric); None where any row has None
+    (e.g. MS-SSIM of an image too small for it)."""
+    return {k: (None if any(r[k] is None for r in rows) else sum(r[k] for r in rows) / len(rows)) for k in metrics}
+
+
 def check_metrics(metrics: Sequence[str]) -> list[str]:
     """`metrics` as a list; raises :class:`LatentkitError` naming an unknown one."""
     unknown = [m for m in metrics if m not in HIGHER_IS_BETTER]

@@ -438,16 +438,18 @@ def param_groups(model: torch.nn.Module, lr_scale: str) -> list[dict]:
     the rest 1). Each group has an ``lr_scale`` key, which the schedule multiplies its learning rate by."""
     rules = []
     for part in filter(None, (p.strip() for p in lr_scale.split(";"))):
-        pattern, sep, factor = part.rpartition("=")
+        pattern, _, factor = part.rpartition("=")
         try:
+            if not pattern:
+                raise ValueError
             rules.append((re.compile(pattern), float(factor)))
         except (re.error, ValueError):
-            sep = ""
-        if not sep or not pattern:
-            raise LatentkitError(f"--lr-scale: {part!r} is not REGEX=FACTOR (a regular expression and a number)")
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+            raise LatentkitError(f"--lr-scale: {part!r} is not REGEX=FACTOR (a regular expression and a number)") \
+                from None
     groups = [{"params": [], "lr_scale": f} for _, f in rules] + [{"params": [], "lr_scale": 1.0}]
-    for name, p in named:
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         i = next((i for i, (rx, _) in enumerate(rules) if rx.search(name)), len(rules))
         groups[i]["params"].append(p)
     for (rx, _), g in zip(rules, groups):
