@@ -306,6 +306,27 @@ def test_compare_names_every_metric_and_knows_its_direction():
         compare(x, y, ["vmaf"])
 
 
+def test_every_table_formats_a_metric_alike():
+    """One formatter for `metrics`, `eval-model`, `bench rd`'s markdown and the HTML report: 2 decimals on the dB,
+    SSIMULACRA2 and Butteraugli scales, 4 on the 0..1 ones, n/a for a missing value, a sign on request."""
+    from latentkit.bench import evaluate, rd
+    from latentkit.metrics.compare import format_value
+
+    assert [format_value(31.23456, m) for m in ("psnr", "ssimulacra2", "butteraugli_3norm", "butteraugli_max")] \
+        == ["31.23"] * 4
+    assert [format_value(0.123456, m) for m in ("ssim", "ms_ssim", "lpips_squeeze")] == ["0.1235"] * 3
+    assert format_value(None, "psnr") == format_value(float("nan"), "ssim") == "n/a"
+    assert (format_value(0.5, "psnr", sign="+"), format_value(-0.00012, "ms_ssim", sign="+")) == ("+0.50", "-0.0001")
+    # the tables print it: eval-model's, bench rd's markdown
+    result = {"metrics": ["ssimulacra2", "butteraugli_3norm", "ms_ssim"],
+              "images": [{"file": "a.png", "ssimulacra2": 21.94906, "butteraugli_3norm": 4.86628, "ms_ssim": 0.94902}],
+              "mean": {"ssimulacra2": 21.94906, "butteraugli_3norm": 4.86628, "ms_ssim": 0.94902}}
+    assert evaluate.format_table(result).splitlines()[1].split() == ["a.png", "21.95", "4.87", "0.9490"]
+    table = rd.rates_markdown({"latent": {"0.1": {"ssimulacra2": 8.3743, "butteraugli_3norm": None}}},
+                              ["ssimulacra2", "butteraugli_3norm"])
+    assert "| latent | 8.37 | n/a |" in table
+
+
 def test_psnr_in_slices_matches_the_whole_image(monkeypatch):
     """PSNR sums squared errors over slices of rows (no full-size temporaries): any slicing gives the same value."""
     import importlib

@@ -73,33 +73,30 @@ def compare_results(result: dict, baseline: dict) -> dict[str, dict]:
     return out
 
 
-def _fmt(v: float | None, metric: str, sign: str = "") -> str:
-    """A metric's value for a table: 2 decimals for the dB and 0..100 scales, 4 for the rest (`sign` "+": signed)."""
-    return "n/a" if v is None else format(v, sign + (".2f" if metric in ("psnr", "ssimulacra2") else ".4f"))
-
-
 def format_table(result: dict) -> str:
     """The per-image figures and their mean as a fixed-width text table."""
-    from ..metrics.compare import label
+    from ..metrics.compare import format_value, label
 
     metrics = result["metrics"]
     width = max(len("mean"), *(len(r["file"]) for r in result["images"]))
     cols = [max(len(label(k)), 7) for k in metrics]
     lines = [f"{'image':<{width}}  " + "  ".join(f"{label(k):>{c}}" for k, c in zip(metrics, cols))]
     for r in result["images"] + [{"file": "mean", **result["mean"]}]:
-        lines.append(f"{r['file']:<{width}}  " + "  ".join(f"{_fmt(r[k], k):>{c}}" for k, c in zip(metrics, cols)))
+        lines.append(f"{r['file']:<{width}}  " + "  ".join(f"{format_value(r[k], k):>{c}}"
+                                                             for k, c in zip(metrics, cols)))
     return "\n".join(lines)
 
 
 def format_comparison(comparison: dict[str, dict], model: str, baseline: str) -> str:
     """:func:`compare_results` as a table: one row per metric, both means, the difference and the image count."""
-    from ..metrics.compare import TRAINED_ON, label
+    from ..metrics.compare import TRAINED_ON, format_value, label
 
     w = max(len(model), len(baseline), 8)
     lines = [f"{'metric':<14}  {baseline:>{w}}  {model:>{w}}  {'diff':>8}  images better / worse"]
     for k, c in comparison.items():
-        diff = _fmt(c["diff"], k, sign="+")
+        diff = format_value(c["diff"], k, sign="+")
         note = "  (the default model's training loss)" if k in TRAINED_ON else ""
-        lines.append(f"{label(k):<14}  {_fmt(c['baseline'], k):>{w}}  {_fmt(c['mean'], k):>{w}}  {diff:>8}  "
+        base, mean = format_value(c["baseline"], k), format_value(c["mean"], k)
+        lines.append(f"{label(k):<14}  {base:>{w}}  {mean:>{w}}  {diff:>8}  "
                      f"{c['better']} / {c['worse']} of {c['n']}{note}")
     return "\n".join(lines)

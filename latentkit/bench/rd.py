@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .. import io as lkio
 from ..errors import LatentkitError
 from ..metrics.psnr import to_8bit_levels
-from ..metrics.compare import TRAINED_ON
+from ..metrics.compare import TRAINED_ON, format_value
 from ..metrics.ssim import MS_SSIM_MIN_SIDE
 from .bdrate import bd_rate
 from .classic import CLASSIC
@@ -285,11 +285,6 @@ def paired_at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str], anch
     return out
 
 
-def metric_digits(metric: str) -> int:
-    """Decimals a metric is printed with in tables (markdown here, HTML in :mod:`.report`)."""
-    return 2 if metric in ("psnr", "ssimulacra2") or metric.startswith("butteraugli") else 4
-
-
 def _rate_tables(rates: Sequence[str], title: Callable[[str], str], first: Sequence[str], metrics: Sequence[str],
                  rows: Callable[[str], list[list[str]]]) -> str:
     """One markdown table per rate: `title(rate)`, columns `first` then the metrics (the training loss marked *),
@@ -308,7 +303,7 @@ def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequen
                     anchor: str = LATENT) -> str:
     """One markdown table per rate of :func:`paired_at_rates`: cells are ``anchor / codec``."""
     def cell(c: dict[str, Any], m: str) -> str:
-        return "n/a" if c[m] is None else f"{c[m][0]:.{metric_digits(m)}f} / {c[m][1]:.{metric_digits(m)}f}"
+        return "n/a" if c[m] is None else f"{format_value(c[m][0], m)} / {format_value(c[m][1], m)}"
 
     return _rate_tables(list(next(iter(table.values()), {})),
                         lambda rate: f"**{anchor} / other codec at {rate} bpp**, mean over the images both reach",
@@ -319,12 +314,10 @@ def paired_markdown(table: dict[str, dict[str, dict[str, Any]]], metrics: Sequen
 
 def rates_markdown(table: dict[str, dict[str, dict[str, float | None]]], metrics: Sequence[str]) -> str:
     """One markdown table per rate: rows are codecs, columns metrics (n/a: a sweep does not reach the rate)."""
-    def cell(v: float | None, m: str) -> str:
-        return "n/a" if v is None else f"{v:.{metric_digits(m)}f}"
-
     return _rate_tables(list(next(iter(table.values()), {})), lambda rate: f"Mean over images at **{rate} bpp**",
                         ["codec"], metrics,
-                        lambda rate: [[codec, *(cell(t[rate][m], m) for m in metrics)] for codec, t in table.items()])
+                        lambda rate: [[codec, *(format_value(t[rate][m], m) for m in metrics)]
+                                      for codec, t in table.items()])
 
 
 def bd_rates(curves: dict[str, dict[str, list[float]]], metrics: Sequence[str]) -> dict[str, dict[str, dict]]:

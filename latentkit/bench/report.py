@@ -20,10 +20,10 @@ from typing import Any, Sequence
 import torch
 
 from .. import io as lkio
-from ..metrics.compare import TRAINED_ON
+from ..metrics.compare import TRAINED_ON, format_value
 from ..metrics.psnr import to_8bit_levels
 from .plots import metric_label
-from .rd import Roundtrip, bpp, metric_digits
+from .rd import Roundtrip, bpp
 
 #: crop side of the viewer's panels, pixels at 1:1
 CROP = 256
@@ -78,12 +78,6 @@ def _webp_data_uri(rgb: torch.Tensor, thumb_width: int | None = None) -> str:
     return _data_uri(buf.getvalue(), "image/webp")
 
 
-def _fmt(metric: str, value: Any) -> str:
-    if value is None or value == "" or (isinstance(value, float) and value != value):
-        return "n/a"
-    return f"{float(value):.{metric_digits(metric)}f}"
-
-
 def _label(metric: str) -> str:
     name = metric_label(metric).split(" (")[0]
     return name + (" *" if metric in TRAINED_ON else "")
@@ -110,7 +104,7 @@ def rate_tables(at_rates: dict, metrics: Sequence[str]) -> str:
     per image in log bpp) as HTML: one table per rate, a row per codec."""
     parts = []
     for rate in next(iter(at_rates.values()), {}):
-        body = [[codec, *(_fmt(m, per_rate[rate].get(m)) for m in metrics)] for codec, per_rate in at_rates.items()]
+        body = [[codec, *(format_value(per_rate[rate].get(m), m) for m in metrics)] for codec, per_rate in at_rates.items()]
         parts.append(f"<h3>At {html.escape(str(rate))} bpp</h3>" + _table(["codec", *map(_label, metrics)], body))
     return "".join(parts)
 
@@ -199,7 +193,7 @@ def write_report(path: str | os.PathLike, images: Sequence[Path], rows: Sequence
                 if "run_bytes" in row:
                     over += f" (re-encoded here; {int(row['run_bytes']):,} bytes in the run)"
                 figs = (f"q{row['quality']}, {int(row['bytes']):,} bytes, {row['bpp']:.3f} bpp{over}<br>" +
-                        "<br>".join(f"{html.escape(_label(m))}: {_fmt(m, row.get(m))}" for m in metrics))
+                        "<br>".join(f"{html.escape(_label(m))}: {format_value(row.get(m), m)}" for m in metrics))
             cells.append(f'<div class="panel"><div class="crop"><img alt="{html.escape(codec)}" src="{uri}"></div>'
                          f'<div class="name">{html.escape(codec)}</div><div class="figs">{figs}</div></div>')
         sections.append(

@@ -70,14 +70,10 @@ def _measure(ref: Path, dist: Path, metrics: list[str]) -> dict:
     return {"width": x.width, "height": x.height, **compare(x.batch(), y.batch(), metrics)[0]}
 
 
-def _fmt(v: float | None, key: str) -> str:
-    return "n/a" if v is None else f"{v:.2f}" if key == "psnr" else f"{v:.4f}"
-
-
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..metrics.compare import label, mean_of, reported_metrics
+    from ..metrics.compare import format_value, label, mean_of, reported_metrics
 
     metrics = reported_metrics(args.lpips_net, args.butteraugli)
     pairs, only_ref, only_dist = _pairs(args.ref, args.dist)
@@ -95,12 +91,12 @@ def run(args: argparse.Namespace) -> int:
         row = rows[0]
         print(f"{args.ref} vs {args.dist} ({row['width']}x{row['height']})")
         for k in metrics:
-            print(f"  {label(k):<16} {_fmt(row[k], k)}")
+            print(f"  {label(k):<16} {format_value(row[k], k)}")
         return 0
     width = max(len("mean"), *(len(r["name"]) for r in rows))
     print(f"{'image':<{width}}  " + "  ".join(f"{label(k):>8}" for k in metrics))
     for row in rows + [{"name": "mean", **mean_of(rows, metrics)}]:
-        print(f"{row['name']:<{width}}  " + "  ".join(f"{_fmt(row[k], k):>8}" for k in metrics))
+        print(f"{row['name']:<{width}}  " + "  ".join(f"{format_value(row[k], k):>8}" for k in metrics))
     for where, names in (("only in " + str(args.ref), only_ref), ("only in " + str(args.dist), only_dist)):
         if names:
             print(f"{where} (not compared): {', '.join(names)}")

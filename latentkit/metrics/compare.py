@@ -35,6 +35,15 @@ def label(metric: str) -> str:
     return LABELS.get(metric) or "LPIPS-" + metric.removeprefix("lpips_")
 
 
+def format_value(value: float | None, metric: str, sign: str = "") -> str:
+    """A metric's value as every table prints it: 2 decimals for the dB, 0..100 and Butteraugli scales, 4 for the
+    0..1 ones (SSIM, MS-SSIM, LPIPS); ``n/a`` for None or NaN; `sign` ``"+"`` prints the sign (differences)."""
+    if value is None or value != value:
+        return "n/a"
+    digits = 2 if metric in ("psnr", "ssimulacra2") or metric.startswith("butteraugli") else 4
+    return format(float(value), f"{sign}.{digits}f")
+
+
 def reported_metrics(lpips_net: str = "squeeze", butteraugli: bool = False) -> list[str]:
     """What the reports (``latentkit metrics``, ``eval-model``) measure, in display order: PSNR, SSIM, MS-SSIM,
     SSIMULACRA2, with `butteraugli` Butteraugli max and 3-norm, then LPIPS with `lpips_net`."""
