@@ -385,7 +385,11 @@ EARLIER_IDS: dict[str, tuple[str, ...]] = {
 #: latent space (its encoder moved little), by the sha256 of the later version's decoding weights: their files
 #: decode with it to nearly the picture their own model made, not bit for bit (`latentkit decode` says so).
 FINE_TUNED_FROM: dict[str, tuple[str, ...]] = {
-    # v0.8 (session 17) trained encoder and decoder together at lr 3e-5 from v0.7: files of v0.6 and v0.7 (default)
+    # v0.9 (sessions 21 and 23) two more joint cycles from v0.8: files of v0.6, v0.7 and v0.8 (default)
+    "580a4c35beb3ecbf7142a4d953a8ecfadfd864b54264cca472f7cd8708a8c474": ("7d81e03a2fe100e0", "fd379d0b239d0033",
+                                                                         "06b44a177d979a99"),
+    # v0.8 (session 17) trained encoder and decoder together at lr 3e-5 from v0.7: files of v0.6 and v0.7 (default;
+    # v0.8's decoder is not shipped since v0.9: the entry serves whoever loads v0.8 weights with --model)
     "94a608ccf14b783bcc7f2cb66cbc5a94cf91fc2c5137d39c227f4f3eb2e8c88e": ("7d81e03a2fe100e0", "fd379d0b239d0033"),
     # and its codec decoder (weights/codec-v0.8), tuned again on v0.7's quantized latents: files of the codec model
     # of v0.6 and of v0.7

@@ -3,7 +3,7 @@ hours, over every training session of the shipped weights.
 
     python scripts/plot_training.py weights/default/val_history.csv -o docs/img/training_curve.png
     python scripts/plot_training.py weights/default/val_history.csv --append runs/default/log.csv \\
-        --hardware "2 cores, AVX2, fp32" -o docs/img/training_curve.png
+        --hardware "2 cores, AVX2, fp32" [--session N] [--until STEP] -o docs/img/training_curve.png
 
 The history CSV (session, hardware, steps, hours, val_psnr, val_lpips; steps and hours cumulative) is the
 record; ``--append`` adds a finished session's validation rows from its run's ``log.csv`` (steps and hours
@@ -31,13 +31,16 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def append_run(history: list[dict[str, str]], log: str, hardware: str) -> list[dict[str, str]]:
-    """The history plus the validation rows of one run's log.csv, as the next session."""
-    rows = [r for r in read_csv(log) if r.get("val_psnr")]
+def append_run(history: list[dict[str, str]], log: str, hardware: str, session: int | None = None,
+               until: int | None = None) -> list[dict[str, str]]:
+    """The history plus the validation rows of one run's log.csv (up to step `until`: the checkpoint that was kept),
+    as working session `session` (default: the history's last plus one)."""
+    rows = [r for r in read_csv(log) if r.get("val_psnr") and (until is None or int(r["step"]) <= until)]
     if not rows:
-        raise SystemExit(f"{log} has no validation rows")
+        raise SystemExit(f"{log} has no validation rows" + (f" up to step {until}" if until is not None else ""))
     last = history[-1] if history else {"session": "0", "steps": "0", "hours": "0"}
-    session, steps0, hours0 = int(last["session"]) + 1, int(last["steps"]), float(last["hours"])
+    steps0, hours0 = int(last["steps"]), float(last["hours"])
+    session = int(last["session"]) + 1 if session is None else session
     return history + [{"session": str(session), "hardware": hardware, "steps": str(steps0 + int(r["step"])),
                        "hours": f"{hours0 + float(r['wall_s']) / 3600:.2f}", "val_psnr": f"{float(r['val_psnr']):.2f}",
                        "val_lpips": f"{float(r['val_lpips']):.3f}"} for r in rows]
@@ -45,7 +48,10 @@ def append_run(history: list[dict[str, str]], log: str, hardware: str) -> list[d
 
 def plot(history: list[dict[str, str]], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    colours = [f"C{i}" for i in range(10) if i != 3]  # C3 (red) is the LPIPS curve
+    # a colour per session, none red (C3 is the LPIPS curve): the 9 others of the default cycle, then tab20's
+    # lighter shades of those
+    tab20 = plt.get_cmap("tab20").colors
+    colours = [f"C{i}" for i in range(10) if i != 3] + [tab20[2 * i + 1] for i in range(10) if i != 3]
     ax2 = ax.twinx()
     for i, s in enumerate(dict.fromkeys(r["session"] for r in history)):
         rows = [r for r in history if r["session"] == s]
@@ -72,11 +78,15 @@ def main() -> None:
     ap.add_argument("history", help="the validation history CSV (weights/default/val_history.csv)")
     ap.add_argument("--append", metavar="LOG_CSV", help="add this run's validation rows as a new session")
     ap.add_argument("--hardware", default="", help="with --append: the machine it ran on, for the plot")
+    ap.add_argument("--session", type=int, default=None,
+                    help="with --append: the working session's number (default: the history's last plus one)")
+    ap.add_argument("--until", type=int, default=None, metavar="STEP",
+                    help="with --append: only the run's validation rows up to this step (the checkpoint kept)")
     ap.add_argument("-o", "--out", required=True, help="PNG to write")
     args = ap.parse_args()
     history = read_csv(args.history)
     if args.append:
-        history = append_run(history, args.append, args.hardware)
+        history = append_run(history, args.append, args.hardware, args.session, args.until)
 
         def write(tmp: Path) -> None:
             with open(tmp, "w", newline="") as f:

@@ -29,7 +29,15 @@ v0.8 (session 17) is two runs side by side, then the codec model rebuilt around 
     latentkit export weights/default --model runs/whole8 --dtype fp16 --scaling-factor 0.47428
     python scripts/combine_weights.py weights/codec --encoder weights/default --decoder runs/codec8
 
-(that model now ships as weights/codec-v0.8). The codec model of session 19 trains its encoder too, through the
+(that model now ships as weights/codec-v0.8). v0.9 (sessions 21 and 23) is the joint phase twice more, the first
+cycle's step-1,000 EMA weights kept, on 2 AVX2 cores in fp32:
+
+    python scripts/train_default.py --phase joint --out runs/joint9 --minutes 70 --steps 20000
+    latentkit export runs/j9 --model runs/joint9/checkpoints/step_0001000 --dtype fp16
+    python scripts/train_default.py --phase joint --init runs/j9 --out runs/joint11 --minutes 105 --steps 20000
+    latentkit export weights/default --model runs/joint11 --dtype fp16 --scaling-factor 0.47759
+
+The codec model of session 19 trains its encoder too, through the
 rounding, with the entropy coder's estimated bits priced at the codec's rate-distortion slope (its latents become
 its own), from the session-17 codec model:
 

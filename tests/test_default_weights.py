@@ -84,21 +84,31 @@ def test_default_weights_on_the_shipped_demo_image(vae):
     assert float(psnr(x, latentkit.reconstruct(vae, x), quantize=True)) >= 27.0
 
 
-def test_codec_weights_are_fp16_in_the_default_layout_and_the_earlier_codec_model_keeps_the_default_encoder():
+#: weights_sha256 of v0.8's encoding weights (encoder and quant_conv), which weights/codec-v0.8 keeps
+V08_ENCODER_SHA256 = "7e5bc3fa6f0d5aa89ae7a1fd199091841931876e249a9e4a83a43f8acad63719"
+
+
+def test_codec_weights_are_fp16_in_the_default_layout_and_the_earlier_codec_model_keeps_v08s_encoder():
     """weights/codec (session 19: encoder and decoder trained for the codec) has the default model's architecture
-    and config in fp16 and its own encoder; weights/codec-v0.8, kept for the files made with it, is the v0.8 default
-    encoder with a codec-tuned decoder."""
+    in fp16 and its own encoder; weights/codec-v0.8, kept for the files made with it, is the v0.8 default encoder
+    with a codec-tuned decoder (the default model moved on to v0.9: its scaling_factor is its own)."""
     from safetensors.torch import load_file
+
+    import latentkit.model as M
 
     plain = load_file(DEFAULT_MODEL_DIR / "diffusion_pytorch_model.safetensors")
     config = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
-    encoding = [k for k in plain if k.startswith(("encoder.", "quant_conv."))]
-    for name, same_encoder in (("codec", False), ("codec-v0.8", True)):
+    encoding = ("encoder.", "quant_conv.")
+    for name in ("codec", "codec-v0.8"):
         weights = load_file(SHIPPED_MODELS[name] / "diffusion_pytorch_model.safetensors")
         assert plain.keys() == weights.keys() and {t.dtype for t in weights.values()} == {torch.float16}
-        assert json.loads((SHIPPED_MODELS[name] / "config.json").read_text()) == config
-        assert all(torch.equal(plain[k], weights[k]) for k in encoding) == same_encoder, name
+        theirs = json.loads((SHIPPED_MODELS[name] / "config.json").read_text())
+        assert {k: v for k, v in theirs.items() if k != "scaling_factor"} == \
+            {k: v for k, v in config.items() if k != "scaling_factor"}
+        assert any(not torch.equal(plain[k], weights[k]) for k in plain if k.startswith(encoding)), name
         assert any(not torch.equal(plain[k], weights[k]) for k in plain if k.startswith("decoder."))
+        keeps_v08 = M.weights_sha256(latentkit.load_vae(name), encoding) == V08_ENCODER_SHA256
+        assert keeps_v08 == (name == "codec-v0.8"), name
 
 
 #: a rate-distortion slope steeper than the shipped models' on the demo image (about 2.0-2.2 dB per doubling of
@@ -132,13 +142,13 @@ def test_the_codec_model_beats_the_plain_and_the_earlier_codec_model_at_equal_by
 
 def test_files_of_the_earlier_versions_decode_with_the_shipped_models():
     """Every earlier shipped id finds the shipped model of its line (v0.7 changed only the encoder: EARLIER_IDS;
-    v0.8 fine-tuned the decoders: FINE_TUNED_FROM; the v0.8 codec model ships as codec-v0.8), so a v0.6 file (the golden ones carry v0.6's default id)
+    v0.8 and v0.9 fine-tuned the decoders: FINE_TUNED_FROM; the v0.8 codec model ships as codec-v0.8), so a v0.6 file (the golden ones carry v0.6's default id)
     decodes without --model."""
     import latentkit.model as M
 
     golden = ROOT / "tests" / "data" / "latent_golden" / "rgb_q50_64x48.latent"
     data = golden.read_bytes()
-    earlier = {"default": ("7d81e03a2fe100e0", "fd379d0b239d0033"),  # v0.6, v0.7
+    earlier = {"default": ("7d81e03a2fe100e0", "fd379d0b239d0033", "06b44a177d979a99"),  # v0.6, v0.7, v0.8
                # the codec models of v0.6, v0.7 and v0.8 (its own id: the shipped weights/codec-v0.8)
                "codec-v0.8": ("6f8314285ef27c6a", "9f428bb0ca37cbaa", "309430e799c80f5b")}
     for name, ids in earlier.items():
