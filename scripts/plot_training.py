@@ -84,6 +84,8 @@ def main() -> None:
                     help="with --append: only the run's validation rows up to this step (the checkpoint kept)")
     ap.add_argument("-o", "--out", required=True, help="PNG to write")
     args = ap.parse_args()
+    if (args.session is not None or args.until is not None) and not args.append:
+        ap.error("--session and --until go with --append")
     history = read_csv(args.history)
     if args.append:
         history = append_run(history, args.append, args.hardware, args.session, args.until)

@@ -142,8 +142,8 @@ def test_the_codec_model_beats_the_plain_and_the_earlier_codec_model_at_equal_by
 
 def test_files_of_the_earlier_versions_decode_with_the_shipped_models():
     """Every earlier shipped id finds the shipped model of its line (v0.7 changed only the encoder: EARLIER_IDS;
-    v0.8 and v0.9 fine-tuned the decoders: FINE_TUNED_FROM; the v0.8 codec model ships as codec-v0.8), so a v0.6 file (the golden ones carry v0.6's default id)
-    decodes without --model."""
+    v0.8 and v0.9 fine-tuned the decoders: FINE_TUNED_FROM; the v0.8 codec model ships as codec-v0.8), so a v0.6
+    file (the golden ones carry v0.6's default id) decodes without --model."""
     import latentkit.model as M
 
     golden = ROOT / "tests" / "data" / "latent_golden" / "rgb_q50_64x48.latent"

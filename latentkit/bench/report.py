@@ -104,7 +104,8 @@ def rate_tables(at_rates: dict, metrics: Sequence[str]) -> str:
     per image in log bpp) as HTML: one table per rate, a row per codec."""
     parts = []
     for rate in next(iter(at_rates.values()), {}):
-        body = [[codec, *(format_value(per_rate[rate].get(m), m) for m in metrics)] for codec, per_rate in at_rates.items()]
+        body = [[codec, *(format_value(per_rate[rate].get(m), m) for m in metrics)]
+                for codec, per_rate in at_rates.items()]
         parts.append(f"<h3>At {html.escape(str(rate))} bpp</h3>" + _table(["codec", *map(_label, metrics)], body))
     return "".join(parts)
 
