@@ -202,6 +202,31 @@ def test_metrics_at_fixed_rates_interpolate_per_image_in_log_bpp():
     assert "0.1 bpp" in md and "| c | 25.00 |" in md and "n/a" in md
 
 
+def test_refined_points_are_compared_with_the_plain_sweep_at_their_own_bpp():
+    from latentkit.bench.rd import at_own_points, own_points_markdown
+
+    def pts(codec, image, points):
+        return [{"codec": codec, "image": image, "quality": q, "bpp": b, "psnr": p, "butteraugli_3norm": bu}
+                for q, b, p, bu in points]
+
+    rows = (pts("latent", "a", [(1, 0.05, 20.0, 8.0), (2, 0.2, 30.0, 4.0)])
+            + pts("latent", "b", [(1, 0.05, 22.0, 8.0), (2, 0.2, 26.0, 5.0)])
+            + pts("latent-refine", "a", [(30, 0.1, 26.0, 5.0)])
+            + pts("latent-refine", "b", [(30, 0.1, 23.0, 7.0), (40, 0.4, 30.0, 3.0)]))
+    metrics = ["psnr", "butteraugli_3norm"]
+    t = at_own_points(rows, "latent-refine", "latent", metrics)
+    # 0.1 bpp is halfway between 0.05 and 0.2 in log bpp: plain a is 25 dB / 6.0, plain b 24 dB / 6.5; a refined
+    # point beyond the plain sweep (b at quality 40, 0.4 bpp) is not compared, so quality 40 has no row
+    assert [r["quality"] for r in t] == [30]
+    assert t[0]["images"] == 2 and t[0]["bpp"] == pytest.approx(0.1)
+    assert t[0]["anchor"] == {"psnr": pytest.approx(24.5), "butteraugli_3norm": pytest.approx(6.25)}
+    assert t[0]["codec"] == {"psnr": pytest.approx(24.5), "butteraugli_3norm": pytest.approx(6.0)}
+    assert t[0]["better_all"] == 1  # a wins both (Butteraugli: lower is better), b loses both
+    assert t[0]["median_gain"] == {"psnr": pytest.approx(0.0), "butteraugli_3norm": pytest.approx(-0.25)}
+    md = own_points_markdown(t, "latent-refine", "latent", metrics)
+    assert "| 30 | 2 | 0.100 | 24.50 / 6.00 | 24.50 / 6.25 | +0.00 / -0.25 | 1 |" in md
+
+
 def test_paired_rates_compare_two_codecs_over_the_images_both_reach():
     from latentkit.bench.rd import paired_at_rates, paired_markdown
 
@@ -258,3 +283,40 @@ def test_an_interrupted_sweep_resumes_from_its_journal(tiny_dataset, tmp_path, m
     calls[:] = []
     assert main([*argv, "--out", str(tmp_path / "other")]) == 0
     assert len(calls) == 8
+
+
+def test_codec_targets_script_reads_a_run_and_says_which_targets_are_met(tmp_path):
+    """scripts/codec_targets.py: the issue's codec targets from a run's points.csv (per image in log bpp; the
+    AVIF comparisons over the images both reach), and one line, exit 2, for a run without AVIF."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    # latent at 0.05 / 0.2 bpp (0.1 bpp halfway in log bpp), AVIF at 0.08 / 0.32
+    fields = ["image", "codec", "quality", "width", "height", "bytes", "bpp", "psnr", "ms_ssim", "ssimulacra2",
+              "butteraugli_3norm", "butteraugli_max", "lpips_squeeze"]
+    pts = {("latent", "a"): [(1, 0.05, 24, 0.85, -20, 8, 20, 0.14), (2, 0.2, 28, 0.95, 0, 4, 10, 0.10)],
+           ("latent", "b"): [(1, 0.05, 25, 0.85, -20, 8, 20, 0.14), (2, 0.2, 27, 0.95, 0, 4, 10, 0.10)],
+           ("avif", "a"): [(10, 0.08, 26, 0.80, 0, 5, 12, 0.3), (20, 0.32, 30, 0.90, 40, 3, 8, 0.2)],
+           ("avif", "b"): [(10, 0.08, 26, 0.80, 0, 5, 12, 0.3), (20, 0.32, 30, 0.90, 40, 3, 8, 0.2)]}
+    lines = [",".join(fields)] + [",".join(map(str, [im + ".png", codec, q, 8, 8, 1, *rest]))
+                                  for (codec, im), rows in pts.items() for q, *rest in rows]
+    (tmp_path / "points.csv").write_text("\n".join(lines) + "\n")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "codec_targets.py"
+    p = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    rows = {r["target"].split(" (")[0]: r for r in json.loads(p.stdout.strip().splitlines()[-1])["rows"]}
+    assert rows["PSNR at 0.1 bpp"]["value"] == pytest.approx(26.0) and rows["PSNR at 0.1 bpp"]["met"] is True
+    assert rows["LPIPS-squeeze at 0.1 bpp"]["value"] == pytest.approx(0.12)
+    assert rows["LPIPS-squeeze at 0.1 bpp"]["met"] is False
+    assert rows["MS-SSIM BD-rate against AVIF"]["value"] < 0 and rows["MS-SSIM BD-rate against AVIF"]["met"]
+    at = math.log(0.1 / 0.08) / math.log(4)  # where 0.1 bpp sits on AVIF's sweep
+    s2 = rows["SSIMULACRA2 at 0.1 bpp"]
+    assert (s2["value"], s2["avif"], s2["images"], s2["met"]) == (pytest.approx(-10), pytest.approx(40 * at), 2, False)
+    b = rows["Butteraugli 3-norm at 0.12 bpp"]
+    assert b["value"] == pytest.approx(8 - 4 * math.log(0.12 / 0.05) / math.log(4))
+    assert b["avif"] == pytest.approx(5 - 2 * math.log(0.12 / 0.08) / math.log(4)) and b["met"] is False
+    assert "| PSNR at 0.1 bpp | >= 26 dB | 2 | 26.00 |  | yes |" in p.stdout
+    (tmp_path / "points.csv").write_text("\n".join(ln for ln in lines if ",avif," not in ln) + "\n")
+    p = subprocess.run([sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "has no avif points" in p.stderr and "Traceback" not in p.stderr

@@ -7,7 +7,9 @@ Files written into the output folder (all atomically):
   ``curves.json``  per codec and quality, the mean over images of bpp and each metric, plus run metadata;
   ``bdrate.json``  ``{anchor: {codec: {metric: percent}}}`` (negative: fewer bits than the anchor);
   ``bdrate.md``    the same as markdown tables;
-  ``at_rates.json`` / ``at_rates.md``  every metric at 0.05, 0.1 and 0.2 bpp (per image in log bpp, then the mean);
+  ``at_rates.json`` / ``at_rates.md``  every metric at 0.05, 0.1 and 0.2 bpp (per image in log bpp, then the mean;
+                   with latent and latent-refine both in the run, also each refined point against the plain sweep
+                   at the same bpp);
   ``rd_<metric>.png``  bpp vs metric, one line per codec.
 """
 
@@ -17,6 +19,7 @@ import csv
 import json
 import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -285,6 +288,55 @@ def paired_at_rates(rows: Sequence[dict[str, Any]], metrics: Sequence[str], anch
     return out
 
 
+def at_own_points(rows: Sequence[dict[str, Any]], codec: str, anchor: str,
+                  metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """`codec` at each of its qualities against `anchor` at the same bpp, image by image: each image's `codec`
+    point beside that image's `anchor` sweep interpolated in log bpp at the point's bpp (images whose anchor sweep
+    does not reach it are left out). One dict per quality: ``quality``, ``images`` (those compared), ``bpp`` (their
+    mean), ``codec`` and ``anchor`` (``{metric: mean}``), ``better_all`` (images where `codec` is better on every
+    metric) and ``median_gain`` (``{metric: median over images of codec - anchor}``)."""
+    mine, theirs = _by_image(rows, codec), _by_image(rows, anchor)
+
+    def better(a: float, b: float, metric: str) -> bool:
+        return a > b if higher_is_better(metric) else a < b
+
+    out = []
+    for q in sorted({r["quality"] for r in rows if r["codec"] == codec}):
+        pairs = []  # (codec's point, anchor's values at its bpp)
+        for im, pts in mine.items():
+            point = next((r for r in pts if r["quality"] == q), None)
+            other = {m: _value_at(theirs[im], m, point["bpp"]) for m in metrics} \
+                if point is not None and im in theirs else None
+            if other and all(v is not None for v in other.values()):
+                pairs.append((point, other))
+        if pairs:
+            n = len(pairs)
+            out.append({"quality": q, "images": n, "bpp": sum(p["bpp"] for p, _ in pairs) / n,
+                        "codec": {m: sum(p[m] for p, _ in pairs) / n for m in metrics},
+                        "anchor": {m: sum(o[m] for _, o in pairs) / n for m in metrics},
+                        "better_all": sum(all(better(p[m], o[m], m) for m in metrics) for p, o in pairs),
+                        "median_gain": {m: statistics.median(p[m] - o[m] for p, o in pairs) for m in metrics}})
+    return out
+
+
+def own_points_markdown(table: list[dict[str, Any]], codec: str, anchor: str, metrics: Sequence[str]) -> str:
+    """:func:`at_own_points` as a markdown table: per quality the mean bpp, `codec` / `anchor` at the same bpp
+    (each cell ``metric / metric / ...`` in the order of `metrics`), the median difference and the images
+    better on all of them."""
+    def cells(v: dict[str, float], sign: str = "") -> str:
+        return " / ".join(format_value(v[m], m, sign) for m in metrics)
+
+    names = " / ".join(m + ("*" if m in TRAINED_ON else "") for m in metrics)
+    parts = [f"**{codec} against {anchor} at the same bpp**, image by image ({anchor}'s sweep interpolated in log "
+             f"bpp at each {codec} point; means over the images compared; {names})\n",
+             f"| quality | images | mean bpp | {codec} | {anchor} at the same bpp | median difference "
+             "| better on all |",
+             "|---:|---:|---:|---|---|---|---:|"]
+    parts += [f"| {t['quality']} | {t['images']} | {t['bpp']:.3f} | {cells(t['codec'])} | {cells(t['anchor'])} | "
+              f"{cells(t['median_gain'], '+')} | {t['better_all']} |" for t in table]
+    return "\n".join(parts) + "\n"
+
+
 def _rate_tables(rates: Sequence[str], title: Callable[[str], str], first: Sequence[str], metrics: Sequence[str],
                  rows: Callable[[str], list[list[str]]]) -> str:
     """One markdown table per rate: `title(rate)`, columns `first` then the metrics (the training loss marked *),
@@ -451,6 +503,7 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         rows += [{k: r[k] for k in rows[0]} for r in reused]
     curves = mean_curves(rows, metrics)
     bdr = bd_rates(curves, metrics)
+    independent = [m for m in metrics if m not in TRAINED_ON]
     result = RDResult(rows, curves, bdr, metrics, at_rates(rows, metrics))
     meta = {"data": str(Path(data)), "images": len(images), "threads": torch.get_num_threads(),
             "model": _model_name(model) if set(LATENT_CODECS) & set(codecs) else None, "metrics": metrics, "qualities": {c: list(q) for c, q in qualities.items()},
@@ -462,7 +515,10 @@ def run_rd(data: str | os.PathLike, out_dir: str | os.PathLike, codecs: Sequence
         _write_text(out / "bdrate.md", bd_markdown(bdr, metrics), images),
         _write_text(out / "at_rates.json", json.dumps(result.at_rates, indent=1), images),
         _write_text(out / "at_rates.md", rates_markdown(result.at_rates, metrics) + "\n" +
-                    (paired_markdown(paired_at_rates(rows, metrics), metrics) if LATENT in curves else ""), images),
+                    (paired_markdown(paired_at_rates(rows, metrics), metrics) if LATENT in curves else "") +
+                    (own_points_markdown(at_own_points(rows, LATENT_REFINE, LATENT, independent), LATENT_REFINE,
+                                         LATENT, independent) if {LATENT, LATENT_REFINE} <= set(curves) else ""),
+                    images),
     ]
     journal.finish()  # the points are in points.csv now
     if plots:
