@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -27,6 +28,8 @@ from latentkit.errors import LatentkitError
 from latentkit.metrics.compare import format_value
 
 ANCHOR = "avif"
+#: what the targets read
+METRICS = ("psnr", "lpips_squeeze", "ms_ssim", "ssimulacra2", "butteraugli_3norm")
 
 
 def targets(rows: list[dict], codec: str) -> list[dict]:
@@ -36,6 +39,7 @@ def targets(rows: list[dict], codec: str) -> list[dict]:
     paired = paired_at_rates(rows, ["ssimulacra2", "butteraugli_3norm"], anchor=codec, rates=(0.1, 0.12))[ANCHOR]
     curves = mean_curves(rows, ["ms_ssim"])
     bd = bd_rate(curves[ANCHOR]["bpp"], curves[ANCHOR]["ms_ssim"], curves[codec]["bpp"], curves[codec]["ms_ssim"])
+    bd = None if math.isnan(bd) else bd  # NaN: the two curves' MS-SSIM ranges do not overlap
     n_images = len({r["image"] for r in rows})
 
     def pair(rate: str, metric: str, better) -> dict:
@@ -51,7 +55,7 @@ def targets(rows: list[dict], codec: str) -> list[dict]:
         {"target": "LPIPS-squeeze at 0.1 bpp (training loss)", "goal": "<= 0.10", "metric": "lpips_squeeze",
          "value": lpips, "avif": None, "images": n_images, "met": None if lpips is None else lpips <= 0.10},
         {"target": "MS-SSIM BD-rate against AVIF", "goal": "<= 0%", "metric": "bd", "value": bd, "avif": None,
-         "images": n_images, "met": bd <= 0},
+         "images": n_images, "met": None if bd is None else bd <= 0},
         {"target": "SSIMULACRA2 at 0.1 bpp", "goal": "above AVIF's", "metric": "ssimulacra2",
          **pair("0.1", "ssimulacra2", lambda a, b: a > b)},
         {"target": "Butteraugli 3-norm at 0.12 bpp", "goal": "at or below AVIF's", "metric": "butteraugli_3norm",
@@ -62,7 +66,7 @@ def targets(rows: list[dict], codec: str) -> list[dict]:
 def markdown(table: list[dict], codec: str) -> str:
     def fmt(t: dict, v) -> str:
         if t["metric"] == "bd":
-            return "" if v is None else f"{v:+.1f}%"
+            return "n/a" if v is None else f"{v:+.1f}%"
         return format_value(v, t["metric"])
 
     out = [f"| target | goal | images | {codec} | AVIF | met |", "|---|---|---:|---:|---:|---|"]
@@ -89,8 +93,9 @@ def main() -> int:
         for needed in (args.codec, ANCHOR):
             if needed not in have:
                 raise LatentkitError(f"{path} has no {needed} points (it has {', '.join(sorted(have))})")
-        if "butteraugli_3norm" not in rows[0]:
-            raise LatentkitError(f"{path} has no Butteraugli: run `bench rd` with --butteraugli")
+        lacking = [m for m in METRICS if m not in rows[0]]
+        if lacking:
+            raise LatentkitError(f"{path} lacks {', '.join(lacking)} (Butteraugli: run `bench rd` with --butteraugli)")
         table = targets(rows, args.codec)
     except LatentkitError as e:
         print(f"error: {e}", file=sys.stderr)
