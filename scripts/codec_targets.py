@@ -16,7 +16,6 @@ re-encoded: it reads ``points.csv``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import sys
@@ -83,12 +82,7 @@ def main() -> int:
     args = ap.parse_args()
     try:
         path = Path(args.run) / "points.csv" if Path(args.run).is_dir() else Path(args.run)
-        try:
-            with open(path, newline="") as f:
-                names = sorted({r["image"] for r in csv.DictReader(f)})
-        except (OSError, KeyError, csv.Error) as e:
-            raise LatentkitError(f"cannot read {path}: {e}") from None
-        rows = load_points(path, [Path(n) for n in names], exclude=())
+        rows = load_points(path, None, exclude=())
         have = {r["codec"] for r in rows}
         for needed in (args.codec, ANCHOR):
             if needed not in have:

@@ -432,8 +432,9 @@ def parse_qualities(specs: Sequence[str] | None, codecs: Sequence[str]) -> dict[
 _INT_FIELDS = {"quality", "width", "height", "bytes"}
 
 
-def load_points(path: str | os.PathLike, images: Sequence[Path], exclude: Sequence[str]) -> list[dict[str, Any]]:
-    """The rows of an earlier run's ``points.csv`` for `images` (matched by file name), except codecs in `exclude`.
+def load_points(path: str | os.PathLike, images: Sequence[Path] | None, exclude: Sequence[str]) -> list[dict[str, Any]]:
+    """The rows of an earlier run's ``points.csv`` for `images` (matched by file name; None: every image in it),
+    except codecs in `exclude`.
 
     Raises :class:`LatentkitError` if the file is missing or unreadable, or if a codec in it lacks an image."""
     path = Path(path)
@@ -448,7 +449,7 @@ def load_points(path: str | os.PathLike, images: Sequence[Path], exclude: Sequen
         raise LatentkitError(f"--reuse: {path} not found (a points.csv written by an earlier bench rd)") from None
     except (OSError, ValueError, TypeError, csv.Error) as e:
         raise LatentkitError(f"--reuse: cannot read {path}: {e}") from None
-    names = {p.name for p in images}
+    names = {r["image"] for r in rows} if images is None else {p.name for p in images}
     rows = [r for r in rows if r["codec"] not in exclude and r["image"] in names]
     for codec in dict.fromkeys(r["codec"] for r in rows):
         missing = names - {r["image"] for r in rows if r["codec"] == codec}
